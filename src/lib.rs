@@ -1,0 +1,5 @@
+//! sdxl-web: SDXL text-to-image on the user's GPU through wgpu (native Vulkan, browser WebGPU).
+
+pub mod error;
+
+pub use error::{Error, Result};
