@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod weights;
 pub mod ops;
 
 pub use error::{Error, Result};

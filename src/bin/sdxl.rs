@@ -32,6 +32,50 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
+        /// Show a checkpoint's layout, per-component parameters and dtype, and inferred config
+        /// (reads headers only; no GPU).
+        Inspect {
+            /// SDXL single-file .safetensors, or a diffusers model folder.
+            #[arg(long)]
+            model: std::path::PathBuf,
+            /// A separate VAE overriding the model's.
+            #[arg(long)]
+            vae: Option<std::path::PathBuf>,
+            #[arg(long)]
+            json: bool,
+        },
+        /// Developer tools.
+        Dev {
+            #[command(subcommand)]
+            command: DevCommand,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum DevCommand {
+        /// Write a full-size SDXL 1.0 base single-file checkpoint with random f16 weights.
+        RandomCheckpoint {
+            #[arg(long)]
+            out: std::path::PathBuf,
+            /// Stored dtype (only f16 is written).
+            #[arg(long, default_value = "f16", value_parser = ["f16"])]
+            dtype: String,
+            #[arg(long, default_value_t = 0)]
+            seed: u64,
+        },
+        /// Stream a model through the loader and report time and throughput.
+        Load {
+            #[arg(long)]
+            model: std::path::PathBuf,
+            #[arg(long)]
+            vae: Option<std::path::PathBuf>,
+            /// gpu: upload to GPU buffers; null: convert and discard (host memory only).
+            #[arg(long, default_value = "gpu", value_parser = ["gpu", "null"])]
+            sink: String,
+            /// Read size in MiB.
+            #[arg(long, default_value_t = 16)]
+            chunk_mib: usize,
+        },
     }
 
     pub fn main() -> ExitCode {
@@ -47,6 +91,11 @@ mod cli {
         opts.force_f32 |= cli.f32;
         let result = match cli.command {
             Command::Info { json } => info(opts, json),
+            Command::Inspect { model, vae, json } => inspect(&model, vae.as_deref(), json),
+            Command::Dev { command: DevCommand::RandomCheckpoint { out, dtype: _, seed } } => random_checkpoint(&out, seed),
+            Command::Dev { command: DevCommand::Load { model, vae, sink, chunk_mib } } => {
+                dev_load(opts, &model, vae.as_deref(), &sink, chunk_mib)
+            }
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -98,5 +147,104 @@ mod cli {
 
     fn mib(b: u64) -> String {
         format!("{b} ({} MiB)", b >> 20)
+    }
+
+    fn inspect(model: &std::path::Path, vae: Option<&std::path::Path>, json: bool) -> sdxl_web::Result<()> {
+        let ins = sdxl_web::weights::inspect_path(model, vae)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&ins).expect("Inspection serialises"));
+            return Ok(());
+        }
+        println!("layout  {}", ins.layout);
+        for (name, c) in &ins.components {
+            println!("{name:<15} {:>15} params  {:<8} {}", group(c.params), c.dtype, c.file);
+        }
+        let u = &ins.config.unet;
+        println!(
+            "unet            channels {} × {:?}, {} res blocks/level, transformer depth {:?} (middle {}), heads {:?} (middle {}) of {}, context {}, adm {} (pooled {} + 6 × {})",
+            u.model_channels,
+            u.channel_mult,
+            u.num_res_blocks,
+            u.transformer_depth,
+            u.transformer_depth_middle,
+            u.num_heads,
+            u.num_heads_middle,
+            u.head_dim,
+            u.context_dim,
+            u.adm_in_channels,
+            u.pooled_dim,
+            u.addition_time_embed_dim
+        );
+        for (name, t) in [("text_encoder", &ins.config.text_encoder), ("text_encoder_2", &ins.config.text_encoder_2)] {
+            println!(
+                "{name:<15} hidden {}, {} layers, {} heads, mlp {}, vocab {}, positions {}{}",
+                t.hidden,
+                t.layers,
+                t.heads,
+                t.intermediate,
+                t.vocab,
+                t.max_positions,
+                t.projection.map(|p| format!(", projection {p}")).unwrap_or_default()
+            );
+        }
+        let v = &ins.config.vae;
+        println!(
+            "vae             channels {} × {:?}, {} res blocks/level, z {} (embed {})",
+            v.ch, v.ch_mult, v.num_res_blocks, v.z_channels, v.embed_dim
+        );
+        Ok(())
+    }
+
+    fn group(n: u64) -> String {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    }
+
+    fn random_checkpoint(out: &std::path::Path, seed: u64) -> sdxl_web::Result<()> {
+        let cfg = sdxl_web::weights::ModelConfig::sdxl_base();
+        let t = std::time::Instant::now();
+        let bytes = sdxl_web::weights::random::write_random_checkpoint(out, &cfg, seed)?;
+        println!("wrote {} ({} bytes) in {:.1} s", out.display(), group(bytes), t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn dev_load(
+        opts: GpuOptions,
+        model: &std::path::Path,
+        vae: Option<&std::path::Path>,
+        sink: &str,
+        chunk_mib: usize,
+    ) -> sdxl_web::Result<()> {
+        use sdxl_web::weights::{load_path, GpuSink, NullSink};
+        let chunk = chunk_mib.max(1) << 20;
+        let t = std::time::Instant::now();
+        let mut read = 0u64;
+        let (tensors, detail) = if sink == "null" {
+            let l = load_path(model, vae, NullSink::default(), sdxl_web::gpu::DType::F16, chunk, |n| read = n)?;
+            (l.tensors.len(), format!("{} bytes converted and discarded", group(l.sink.bytes)))
+        } else {
+            let gpu = Gpu::new_blocking(opts)?;
+            let dtype = if gpu.info.shader_f16 { sdxl_web::gpu::DType::F16 } else { sdxl_web::gpu::DType::F32 };
+            let l = load_path(model, vae, GpuSink::new(&gpu), dtype, chunk, |n| read = n)?;
+            let n = l.tensors.len();
+            let w = l.sink.into_weights()?;
+            gpu.sync()?;
+            let (live, cached) = gpu.memory_stats();
+            (n, format!("{} GPU tensors ({dtype:?}), pool: {} MiB live, {} MiB cached", w.len(), live >> 20, cached >> 20))
+        };
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "loaded {tensors} tensors, read {} bytes in {s:.1} s ({:.0} MiB/s); {detail}",
+            group(read),
+            read as f64 / s / (1 << 20) as f64
+        );
+        Ok(())
     }
 }
