@@ -54,7 +54,7 @@ fn single_file_tensors_are_bit_exact() {
         let bytes = std::fs::read(single()).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         // Every file tensor except the two non-weights is loaded, under its own name.
-        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
         names.retain(|n| !n.ends_with("position_ids") && !n.ends_with("logit_scale"));
         assert_eq!(map.len(), names.len());
         assert_eq!(l.tensors.len(), names.len());
@@ -133,10 +133,11 @@ fn inspect_reports_the_tiny_config() {
     assert_eq!(js["components"]["text_encoder"]["params"], 49408 * 16 + 77 * 16 + 3 * (4 * (16 * 16 + 16) + 2 * 2 * 16 + 16 * 64 + 64 + 64 * 16 + 16) + 2 * 16);
 }
 
-/// A file served in fixed-size pieces through the chunk-source trait.
+/// A file served through the chunk-source trait in pieces whose sizes cycle through `sizes`.
 struct Pieces {
     inner: FileSource,
-    size: usize,
+    sizes: Vec<usize>,
+    k: usize,
 }
 
 impl ChunkSource for Pieces {
@@ -147,7 +148,8 @@ impl ChunkSource for Pieces {
         self.inner.len()
     }
     fn read(&mut self, buf: &mut [u8]) -> sdxl_web::Result<usize> {
-        let n = self.size.min(buf.len());
+        let n = self.sizes[self.k % self.sizes.len()].min(buf.len());
+        self.k += 1;
         self.inner.read(&mut buf[..n])
     }
 }
@@ -155,24 +157,38 @@ impl ChunkSource for Pieces {
 #[test]
 fn odd_chunk_sizes_give_identical_tensors() {
     let (want, _) = load(&single(), None, DType::F16, 1 << 20);
-    for size in [1usize, 7, 4093] {
-        for target in [DType::F16] {
-            let src = Pieces { inner: FileSource::open(&single()).unwrap(), size };
-            let l = load_sources(
-                CpuSink::default(),
-                target,
-                "single-file",
-                vec![(Box::new(src), FileRole::SingleFile { with_vae: true })],
-                size,
-                |_| {},
-            )
-            .unwrap();
-            let got = l.sink.into_map();
-            assert_eq!(got.len(), want.len());
-            for (n, (_, b)) in &want {
-                assert!(got[n].1 == *b, "{n} differs with {size}-byte chunks");
-            }
+    // The 1/7/4093 cycle splits elements and words at every possible offset (a pure 1-byte run
+    // over the whole 12 MiB only costs time); 7 and 4093 alone keep the phase fixed.
+    for sizes in [vec![1usize, 7, 4093], vec![7], vec![4093]] {
+        let src = Pieces { inner: FileSource::open(&single()).unwrap(), sizes: sizes.clone(), k: 0 };
+        let l = load_sources(
+            CpuSink::default(),
+            DType::F16,
+            "single-file",
+            vec![(Box::new(src), FileRole::SingleFile { with_vae: true })],
+            4093,
+            |_| {},
+        )
+        .unwrap();
+        let got = l.sink.into_map();
+        assert_eq!(got.len(), want.len());
+        for (n, (_, b)) in &want {
+            assert!(got[n].1 == *b, "{n} differs with chunks of {sizes:?}");
         }
+    }
+    // Pure 1-byte pushes through the whole header and the first tensors.
+    let bytes = std::fs::read(single()).unwrap();
+    let mut l = sdxl_web::weights::Loader::new(CpuSink::default(), DType::F16, "single-file");
+    l.begin_file("one-byte", FileRole::SingleFile { with_vae: true }, Some(bytes.len() as u64)).unwrap();
+    let split = bytes.len().min(1 << 20);
+    for b in bytes[..split].chunks(1) {
+        l.push(b).unwrap();
+    }
+    l.push(&bytes[split..]).unwrap();
+    l.end_file().unwrap();
+    let got = l.finish().unwrap().sink.into_map();
+    for (n, (_, b)) in &want {
+        assert!(got[n].1 == *b, "{n} differs with 1-byte chunks");
     }
 }
 

@@ -631,7 +631,8 @@ mod tests {
         assert_eq!(m["input_blocks.6.0.op.weight"], &[640, 640, 3, 3]);
         assert_eq!(m["output_blocks.2.2.conv.weight"], &[1280, 1280, 3, 3]);
         assert_eq!(m["output_blocks.5.2.conv.weight"], &[640, 640, 3, 3]);
-        assert_eq!(m["output_blocks.8.0.skip_connection.weight"], &[320, 960, 1, 1]);
+        assert_eq!(m["output_blocks.6.0.skip_connection.weight"], &[320, 960, 1, 1]);
+        assert_eq!(m["output_blocks.8.0.skip_connection.weight"], &[320, 640, 1, 1]);
         assert_eq!(m["label_emb.0.0.weight"], &[1280, 2816]);
         assert!(!m.contains_key("output_blocks.8.1.norm.weight"));
         assert_eq!(l.len(), 1680);

@@ -15,9 +15,9 @@ pub fn guess_component(h: &Header) -> Option<Component> {
         Some(Component::Unet)
     } else if has("encoder.down_blocks.") || has("decoder.up_blocks.") {
         Some(Component::Vae)
-    } else if has("text_projection.weight") && has("text_model.") {
+    } else if has("text_projection.weight") && (has("text_model.") || has("encoder.layers.")) {
         Some(Component::TextEncoder2)
-    } else if has("text_model.") {
+    } else if has("text_model.") || (has("embeddings.token_embedding.") && has("encoder.layers.")) {
         Some(Component::TextEncoder)
     } else {
         None
@@ -59,7 +59,10 @@ pub fn routes(file: &str, comp: Component, h: &Header) -> Result<Vec<Option<Rout
         Component::TextEncoder => h
             .tensors
             .iter()
-            .map(|t| (t.name != "text_model.embeddings.position_ids").then(|| route(comp, t, t.name.clone())))
+            .map(|t| {
+                let n = with_text_model(&t.name);
+                (n != "text_model.embeddings.position_ids").then(|| route(comp, t, n))
+            })
             .collect(),
         Component::TextEncoder2 => h.tensors.iter().map(open_clip_route).collect(),
     })
@@ -237,9 +240,20 @@ fn vae_name(n: &str, levels: usize) -> String {
     mapped.unwrap_or_else(|| n.to_string())
 }
 
+/// transformers ≥ 5 saves `CLIPTextModel` without the `text_model.` prefix that every earlier
+/// version (and so every published SDXL folder) has; accept both.
+pub fn with_text_model(n: &str) -> String {
+    if ["embeddings.", "encoder.", "final_layer_norm."].iter().any(|p| n.starts_with(p)) {
+        format!("text_model.{n}")
+    } else {
+        n.to_string()
+    }
+}
+
 fn open_clip_route(t: &TensorEntry) -> Option<Route> {
     let c = Component::TextEncoder2;
-    let n = t.name.as_str();
+    let full = with_text_model(&t.name);
+    let n = full.as_str();
     let simple = |name: &str| Some(route(c, t, name.to_string()));
     match n {
         "text_model.embeddings.position_ids" => return None,

@@ -93,9 +93,11 @@ pub fn routes(file: &str, h: &Header, with_vae: bool) -> Result<Vec<Option<Route
             if comp == Component::Vae && !with_vae {
                 return None;
             }
+            let rel = &t.name[comp.prefix().len()..];
+            let name = if comp == Component::TextEncoder { diffusers::with_text_model(rel) } else { rel.to_string() };
             Some(Route {
                 comp,
-                name: t.name[comp.prefix().len()..].to_string(),
+                name,
                 elem_offset: 0,
                 shape: t.shape.clone(),
                 transpose: false,
