@@ -2,7 +2,7 @@
 
 pub mod error;
 pub mod gpu;
-pub mod weights;
 pub mod ops;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -175,7 +175,10 @@ fn unknown_and_unsupported_dtypes() {
         let x = t.iter_mut().find(|x| x.0 == "model.diffusion_model.out.2.bias").unwrap();
         x.1 = StoredDType::F64;
     });
-    fails(&d.file("f64.safetensors", &b), &["f64.safetensors", "model.diffusion_model.out.2.bias", "F64", "only F16, F32 and BF16"]);
+    fails(
+        &d.file("f64.safetensors", &b),
+        &["f64.safetensors", "model.diffusion_model.out.2.bias", "F64", "only F16, F32 and BF16"],
+    );
 }
 
 #[test]
@@ -202,7 +205,11 @@ fn wrong_shape() {
 fn sd(prefix_te: &str, ctx: usize) -> Vec<u8> {
     let t = vec![
         ("model.diffusion_model.input_blocks.0.0.weight".to_string(), StoredDType::F16, vec![320, 4, 3, 3]),
-        ("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight".into(), StoredDType::F16, vec![320, ctx]),
+        (
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight".into(),
+            StoredDType::F16,
+            vec![320, ctx],
+        ),
         (format!("{prefix_te}final_layer_norm.weight"), StoredDType::F16, vec![ctx]),
         ("first_stage_model.decoder.conv_in.weight".into(), StoredDType::F16, vec![512, 4, 3, 3]),
     ];
@@ -216,9 +223,25 @@ fn sd(prefix_te: &str, ctx: usize) -> Vec<u8> {
 fn sd1_and_sd2_checkpoints() {
     let d = Tmp::new("sd12");
     let p = d.file("v1-5.safetensors", &sd("cond_stage_model.transformer.text_model.", 768));
-    fails(&p, &["v1-5.safetensors", "looks like a Stable Diffusion 1.x checkpoint", "context dim 768", "only SDXL is supported"]);
+    fails(
+        &p,
+        &[
+            "v1-5.safetensors",
+            "looks like a Stable Diffusion 1.x checkpoint",
+            "context dim 768",
+            "only SDXL is supported",
+        ],
+    );
     let p = d.file("v2-1.safetensors", &sd("cond_stage_model.model.", 1024));
-    fails(&p, &["v2-1.safetensors", "looks like a Stable Diffusion 2.x checkpoint", "context dim 1024", "only SDXL is supported"]);
+    fails(
+        &p,
+        &[
+            "v2-1.safetensors",
+            "looks like a Stable Diffusion 2.x checkpoint",
+            "context dim 1024",
+            "only SDXL is supported",
+        ],
+    );
     let p = d.file("refiner.safetensors", &sd("conditioner.embedders.0.model.", 1280));
     fails(&p, &["refiner.safetensors", "SDXL refiner"]);
 }
@@ -226,7 +249,14 @@ fn sd1_and_sd2_checkpoints() {
 #[test]
 fn lora_given_as_model() {
     let d = Tmp::new("lora");
-    for (i, key) in ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te1_text_model_encoder_layers_0_mlp_fc1.alpha", "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight"].iter().enumerate() {
+    for (i, key) in [
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+        "lora_te1_text_model_encoder_layers_0_mlp_fc1.alpha",
+        "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight",
+    ]
+    .iter()
+    .enumerate()
+    {
         let t = vec![(key.to_string(), StoredDType::F16, vec![4, 4])];
         let mut b = build_header(&t, &Default::default());
         b.extend([0u8; 32]);

@@ -38,7 +38,9 @@ fn fixture_lands_bit_exact_on_the_gpu() {
 #[test]
 fn a_failed_load_leaves_nothing_on_the_gpu() {
     let gpu = gpu();
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors")).unwrap();
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors"))
+            .unwrap();
     // Cut mid-way: the header is intact, so buffers get created before the data runs out.
     let mut l = sdxl_web::weights::Loader::new(GpuSink::new(&gpu), DType::F16, "single-file");
     l.begin_file("half", sdxl_web::weights::FileRole::SingleFile { with_vae: true }, None).unwrap();

@@ -130,7 +130,10 @@ fn inspect_reports_the_tiny_config() {
     assert_eq!(js["components"]["vae"]["dtype"], "F16+F32");
     assert_eq!(jd["components"]["unet"]["dtype"], "F16");
     // Parameter counts equal what diffusers' modules hold.
-    assert_eq!(js["components"]["text_encoder"]["params"], 49408 * 16 + 77 * 16 + 3 * (4 * (16 * 16 + 16) + 2 * 2 * 16 + 16 * 64 + 64 + 64 * 16 + 16) + 2 * 16);
+    assert_eq!(
+        js["components"]["text_encoder"]["params"],
+        49408 * 16 + 77 * 16 + 3 * (4 * (16 * 16 + 16) + 2 * 2 * 16 + 16 * 64 + 64 + 64 * 16 + 16) + 2 * 16
+    );
 }
 
 /// A file served through the chunk-source trait in pieces whose sizes cycle through `sizes`.

@@ -92,7 +92,9 @@ mod cli {
         let result = match cli.command {
             Command::Info { json } => info(opts, json),
             Command::Inspect { model, vae, json } => inspect(&model, vae.as_deref(), json),
-            Command::Dev { command: DevCommand::RandomCheckpoint { out, dtype: _, seed } } => random_checkpoint(&out, seed),
+            Command::Dev { command: DevCommand::RandomCheckpoint { out, dtype: _, seed } } => {
+                random_checkpoint(&out, seed)
+            }
             Command::Dev { command: DevCommand::Load { model, vae, sink, chunk_mib } } => {
                 dev_load(opts, &model, vae.as_deref(), &sink, chunk_mib)
             }
@@ -237,7 +239,15 @@ mod cli {
             let w = l.sink.into_weights()?;
             gpu.sync()?;
             let (live, cached) = gpu.memory_stats();
-            (n, format!("{} GPU tensors ({dtype:?}), pool: {} MiB live, {} MiB cached", w.len(), live >> 20, cached >> 20))
+            (
+                n,
+                format!(
+                    "{} GPU tensors ({dtype:?}), pool: {} MiB live, {} MiB cached",
+                    w.len(),
+                    live >> 20,
+                    cached >> 20
+                ),
+            )
         };
         let s = t.elapsed().as_secs_f64();
         println!(

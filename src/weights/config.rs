@@ -404,9 +404,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn shape(&self, name: &str) -> Result<&[usize]> {
-        self.s.get(name).map(|v| v.as_slice()).ok_or_else(|| {
-            Error::Weights(format!("{}: missing tensor '{}{name}'", self.file, self.comp.prefix()))
-        })
+        self.s
+            .get(name)
+            .map(|v| v.as_slice())
+            .ok_or_else(|| Error::Weights(format!("{}: missing tensor '{}{name}'", self.file, self.comp.prefix())))
     }
     fn dim(&self, name: &str, axis: usize) -> Result<usize> {
         let s = self.shape(name)?;
@@ -457,8 +458,7 @@ fn infer_unet(c: &Ctx) -> Result<UnetConfig> {
     let adm_in_channels = c.dim("label_emb.0.0.weight", 1)?;
     // The first downsampler sits right after the first level's res blocks.
     let first_down = (1..64).find(|i| c.s.contains_key(&format!("input_blocks.{i}.0.op.weight")));
-    let n_input =
-        (0..).take_while(|i| c.s.keys().any(|k| k.starts_with(&format!("input_blocks.{i}.")))).count();
+    let n_input = (0..).take_while(|i| c.s.keys().any(|k| k.starts_with(&format!("input_blocks.{i}.")))).count();
     let num_res_blocks = match first_down {
         Some(d) => d - 1,
         None => n_input - 1,
@@ -530,7 +530,11 @@ fn infer_vae(c: &Ctx) -> Result<VaeConfig> {
     let out_channels = c.dim("decoder.conv_out.weight", 0)?;
     let levels = c.count(|i| format!("encoder.down.{i}.block.0.conv1.weight"));
     if levels == 0 {
-        return Err(Error::Weights(format!("{}: missing tensor '{}encoder.down.0.block.0.conv1.weight'", c.file, c.comp.prefix())));
+        return Err(Error::Weights(format!(
+            "{}: missing tensor '{}encoder.down.0.block.0.conv1.weight'",
+            c.file,
+            c.comp.prefix()
+        )));
     }
     let num_res_blocks = c.count(|j| format!("encoder.down.0.block.{j}.conv1.weight"));
     let mut ch_mult = Vec::new();
@@ -609,8 +613,14 @@ mod tests {
     fn inference_inverts_the_canonical_lists() {
         let c = ModelConfig::sdxl_base();
         let f = "test";
-        assert_eq!(infer(f, Component::Unet, &shapes(&unet_tensors(&c.unet))).unwrap(), ComponentConfig::Unet(c.unet.clone()));
-        assert_eq!(infer(f, Component::Vae, &shapes(&vae_tensors(&c.vae))).unwrap(), ComponentConfig::Vae(c.vae.clone()));
+        assert_eq!(
+            infer(f, Component::Unet, &shapes(&unet_tensors(&c.unet))).unwrap(),
+            ComponentConfig::Unet(c.unet.clone())
+        );
+        assert_eq!(
+            infer(f, Component::Vae, &shapes(&vae_tensors(&c.vae))).unwrap(),
+            ComponentConfig::Vae(c.vae.clone())
+        );
         assert_eq!(
             infer(f, Component::TextEncoder, &shapes(&clip_l_tensors(&c.text_encoder))).unwrap(),
             ComponentConfig::Clip(c.text_encoder.clone())

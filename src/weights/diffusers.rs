@@ -41,7 +41,10 @@ fn index(s: &str) -> Option<(usize, &str)> {
 
 pub fn routes(file: &str, comp: Component, h: &Header) -> Result<Vec<Option<Route>>> {
     if let Some(k) = single_file::lora_key(h) {
-        return Err(Error::Weights(format!("{file} looks like a LoRA (keys like '{k}'), not a diffusers {}", comp.name())));
+        return Err(Error::Weights(format!(
+            "{file} looks like a LoRA (keys like '{k}'), not a diffusers {}",
+            comp.name()
+        )));
     }
     let looks = guess_component(h);
     let ok = match comp {
@@ -50,8 +53,12 @@ pub fn routes(file: &str, comp: Component, h: &Header) -> Result<Vec<Option<Rout
         c => looks == Some(c),
     };
     if !ok {
-        let what = looks.map(|c| format!("a diffusers {}", c.name())).unwrap_or_else(|| "no diffusers component".into());
-        return Err(Error::Weights(format!("{file}: expected a diffusers {} file but its tensors look like {what}", comp.name())));
+        let what =
+            looks.map(|c| format!("a diffusers {}", c.name())).unwrap_or_else(|| "no diffusers component".into());
+        return Err(Error::Weights(format!(
+            "{file}: expected a diffusers {} file but its tensors look like {what}",
+            comp.name()
+        )));
     }
     Ok(match comp {
         Component::Unet => unet_routes(h),
@@ -195,7 +202,9 @@ fn vae_name(n: &str, levels: usize) -> String {
                         let (j, rest) = index(rest)?;
                         Some(format!("{part}.down.{i}.block.{j}.{}", vae_res(rest)))
                     }
-                    "downsamplers" => Some(format!("{part}.down.{i}.downsample.conv.{}", rest.strip_prefix("0.conv.")?)),
+                    "downsamplers" => {
+                        Some(format!("{part}.down.{i}.downsample.conv.{}", rest.strip_prefix("0.conv.")?))
+                    }
                     _ => None,
                 }
             }
@@ -226,7 +235,9 @@ fn vae_name(n: &str, levels: usize) -> String {
                             "to_k" | "key" => "k",
                             "to_v" | "value" => "v",
                             "proj_attn" => "proj_out",
-                            "to_out" => return Some(format!("{part}.mid.attn_1.proj_out.{}", tail.strip_prefix("0.")?)),
+                            "to_out" => {
+                                return Some(format!("{part}.mid.attn_1.proj_out.{}", tail.strip_prefix("0.")?))
+                            }
                             _ => return None,
                         };
                         Some(format!("{part}.mid.attn_1.{m}.{tail}"))
@@ -265,7 +276,13 @@ fn open_clip_route(t: &TensorEntry) -> Option<Route> {
             // Linear weight [proj, hidden]; OpenCLIP's parameter is its transpose [hidden, proj].
             let mut shape = t.shape.clone();
             shape.reverse();
-            return Some(Route { comp: c, name: "text_projection".into(), elem_offset: 0, shape, transpose: t.shape.len() == 2 });
+            return Some(Route {
+                comp: c,
+                name: "text_projection".into(),
+                elem_offset: 0,
+                shape,
+                transpose: t.shape.len() == 2,
+            });
         }
         _ => {}
     }
@@ -278,7 +295,13 @@ fn open_clip_route(t: &TensorEntry) -> Option<Route> {
                 let name = format!("{p}.attn.in_proj_{kind}");
                 // Rows q, then k, then v (torch.cat order in the conversion script).
                 let numel: u64 = t.shape.iter().map(|&d| d as u64).product();
-                return Some(Route { comp: c, name, elem_offset: k as u64 * numel, shape: t.shape.clone(), transpose: false });
+                return Some(Route {
+                    comp: c,
+                    name,
+                    elem_offset: k as u64 * numel,
+                    shape: t.shape.clone(),
+                    transpose: false,
+                });
             }
         }
         const MAP: [(&str, &str); 5] = [

@@ -178,7 +178,8 @@ pub fn plan_file(file: &str, role: FileRole, header: &Header) -> Result<FilePlan
         FileRole::Vae => single_file::vae_routes(file, header)?,
         FileRole::Diffusers(c) => diffusers::routes(file, c, header)?,
     };
-    let mut comps: Vec<Component> = routes.iter().flatten().map(|r| r.comp).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut comps: Vec<Component> =
+        routes.iter().flatten().map(|r| r.comp).collect::<BTreeSet<_>>().into_iter().collect();
     let expected: Vec<Component> = match role {
         FileRole::SingleFile { with_vae } => {
             Component::ALL.into_iter().filter(|&c| with_vae || c != Component::Vae).collect()
@@ -296,7 +297,13 @@ pub fn plan_file(file: &str, role: FileRole, header: &Header) -> Result<FilePlan
             )));
         }
     }
-    Ok(FilePlan { file: file.to_string(), components: plans, pieces, data_start: header.data_start, data_end: header.data_end })
+    Ok(FilePlan {
+        file: file.to_string(),
+        components: plans,
+        pieces,
+        data_start: header.data_start,
+        data_end: header.data_end,
+    })
 }
 
 /// The result of `inspect`: what a model (and optional VAE) would load, from headers only.
@@ -325,7 +332,10 @@ pub fn summarize(layout: &'static str, plans: &[FilePlan]) -> Result<Inspection>
         }
     }
     let get = |c: Component| {
-        found.get(&c).map(|(p, _)| p.config.clone()).ok_or_else(|| Error::Weights(format!("no {} was loaded", c.name())))
+        found
+            .get(&c)
+            .map(|(p, _)| p.config.clone())
+            .ok_or_else(|| Error::Weights(format!("no {} was loaded", c.name())))
     };
     let (ComponentConfig::Unet(unet), ComponentConfig::Vae(vae), ComponentConfig::Clip(te), ComponentConfig::Clip(te2)) =
         (get(Component::Unet)?, get(Component::Vae)?, get(Component::TextEncoder)?, get(Component::TextEncoder2)?)
@@ -336,7 +346,9 @@ pub fn summarize(layout: &'static str, plans: &[FilePlan]) -> Result<Inspection>
     config.check()?;
     let components = found
         .iter()
-        .map(|(c, (p, f))| (c.name(), ComponentSummary { params: p.params(), dtype: p.dtype_label(), file: f.to_string() }))
+        .map(|(c, (p, f))| {
+            (c.name(), ComponentSummary { params: p.params(), dtype: p.dtype_label(), file: f.to_string() })
+        })
         .collect();
     Ok(Inspection { layout, components, config })
 }

@@ -123,7 +123,11 @@ pub fn diffusers_files(dir: &Path, prefer_fp16: bool) -> Result<Vec<(PathBuf, Co
 }
 
 /// The files of a model (checkpoint file or diffusers folder, plus an optional VAE) and their roles.
-pub fn model_files(model: &Path, vae: Option<&Path>, target: DType) -> Result<(&'static str, Vec<(PathBuf, FileRole)>)> {
+pub fn model_files(
+    model: &Path,
+    vae: Option<&Path>,
+    target: DType,
+) -> Result<(&'static str, Vec<(PathBuf, FileRole)>)> {
     let meta = std::fs::metadata(model).map_err(|e| io_err(model, e))?;
     let mut files = Vec::new();
     let layout = if meta.is_dir() {

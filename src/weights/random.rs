@@ -12,7 +12,10 @@ use super::{Component, ModelConfig, StoredDType};
 use crate::{Error, Result};
 
 /// All tensors of a single-file checkpoint for `cfg`, each component stored as `dtype(c)`.
-pub fn checkpoint_tensors(cfg: &ModelConfig, dtype: impl Fn(Component) -> StoredDType) -> Vec<(String, StoredDType, Vec<usize>)> {
+pub fn checkpoint_tensors(
+    cfg: &ModelConfig,
+    dtype: impl Fn(Component) -> StoredDType,
+) -> Vec<(String, StoredDType, Vec<usize>)> {
     let parts = [
         (Component::Unet, ComponentConfig::Unet(cfg.unet.clone())),
         (Component::TextEncoder, ComponentConfig::Clip(cfg.text_encoder.clone())),

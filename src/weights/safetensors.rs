@@ -227,14 +227,16 @@ fn parse_entry(file: &str, name: &str, v: &serde_json::Value, data_start: u64) -
         shape.push(usize::try_from(d).map_err(|_| bad("shape entry too large"))?);
     }
     let offs = obj.get("data_offsets").and_then(|s| s.as_array()).ok_or_else(|| bad("no \"data_offsets\" array"))?;
-    let (Some(b), Some(e), 2) = (offs.first().and_then(|x| x.as_u64()), offs.get(1).and_then(|x| x.as_u64()), offs.len())
+    let (Some(b), Some(e), 2) =
+        (offs.first().and_then(|x| x.as_u64()), offs.get(1).and_then(|x| x.as_u64()), offs.len())
     else {
         return Err(bad("\"data_offsets\" must be two non-negative integers"));
     };
     if e < b {
         return Err(bad(&format!("data_offsets [{b}, {e}] end before they begin")));
     }
-    let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).ok_or_else(|| bad("shape overflows"))?;
+    let numel =
+        shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).ok_or_else(|| bad("shape overflows"))?;
     let want = numel.checked_mul(dtype.size()).ok_or_else(|| bad("shape overflows"))?;
     if want != e - b {
         return Err(bad(&format!(

@@ -95,13 +95,7 @@ pub fn routes(file: &str, h: &Header, with_vae: bool) -> Result<Vec<Option<Route
             }
             let rel = &t.name[comp.prefix().len()..];
             let name = if comp == Component::TextEncoder { diffusers::with_text_model(rel) } else { rel.to_string() };
-            Some(Route {
-                comp,
-                name,
-                elem_offset: 0,
-                shape: t.shape.clone(),
-                transpose: false,
-            })
+            Some(Route { comp, name, elem_offset: 0, shape: t.shape.clone(), transpose: false })
         })
         .collect())
 }
@@ -122,7 +116,9 @@ pub fn vae_routes(file: &str, h: &Header) -> Result<Vec<Option<Route>>> {
     }
     if any(h, |n| n.starts_with(&format!("{prefix}decoder.up."))).is_none() {
         let example = h.tensors.first().map(|t| format!(" (its first tensor is '{}')", t.name)).unwrap_or_default();
-        return Err(Error::Weights(format!("{file} is not an SDXL VAE: no 'decoder.up.' or 'decoder.up_blocks.' tensors{example}")));
+        return Err(Error::Weights(format!(
+            "{file} is not an SDXL VAE: no 'decoder.up.' or 'decoder.up_blocks.' tensors{example}"
+        )));
     }
     Ok(h.tensors
         .iter()

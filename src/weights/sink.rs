@@ -64,7 +64,12 @@ impl TensorSink for CpuSink {
     fn finish(&mut self, id: usize) -> Result<()> {
         let (t, buf) = &self.tensors[id];
         if self.written[id] != buf.len() as u64 {
-            return Err(Error::Weights(format!("sink: '{}' finished with {} of {} bytes", t.name, self.written[id], buf.len())));
+            return Err(Error::Weights(format!(
+                "sink: '{}' finished with {} of {} bytes",
+                t.name,
+                self.written[id],
+                buf.len()
+            )));
         }
         Ok(())
     }

@@ -7,8 +7,8 @@
 
 use half::{bf16, f16};
 
-use super::{plan_file, summarize, Component, FilePlan, FileRole, Inspection, ModelConfig, StoredDType};
 use super::safetensors::{header_len, parse_header};
+use super::{plan_file, summarize, Component, FilePlan, FileRole, Inspection, ModelConfig, StoredDType};
 use crate::gpu::DType;
 use crate::{Error, Result};
 
@@ -107,7 +107,16 @@ pub struct Loader<S: TensorSink> {
 impl<S: TensorSink> Loader<S> {
     /// `layout` is reported by `inspect` ("single-file" or "diffusers").
     pub fn new(sink: S, target: DType, layout: &'static str) -> Self {
-        Loader { sink, target, dests: Vec::new(), file: None, plans: Vec::new(), layout, failed: false, scratch: Vec::new() }
+        Loader {
+            sink,
+            target,
+            dests: Vec::new(),
+            file: None,
+            plans: Vec::new(),
+            layout,
+            failed: false,
+            scratch: Vec::new(),
+        }
     }
 
     fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
@@ -199,7 +208,11 @@ impl<S: TensorSink> Loader<S> {
         for cp in &plan.components {
             f.base.push(self.dests.len());
             for (name, shape) in &cp.tensors {
-                let t = DestTensor { name: format!("{}{name}", cp.comp.prefix()), shape: shape.clone(), dtype: self.target };
+                let t = DestTensor {
+                    name: format!("{}{name}", cp.comp.prefix()),
+                    shape: shape.clone(),
+                    dtype: self.target,
+                };
                 let id = self.dests.len();
                 self.sink.create(id, &t)?;
                 self.dests.push(Dest { remaining: t.numel(), t });
@@ -244,7 +257,8 @@ impl<S: TensorSink> Loader<S> {
         let bytes = &data[..n];
         f.pos += n as u64;
         if let Some(tg) = &piece.target {
-            let id = f.base[plan.components.iter().position(|c| c.comp == tg.comp).expect("planned component")] + tg.dest;
+            let id =
+                f.base[plan.components.iter().position(|c| c.comp == tg.comp).expect("planned component")] + tg.dest;
             let src_dt = piece.src.dtype;
             let es = src_dt.size() as usize;
             let mut rest = bytes;
@@ -278,7 +292,15 @@ impl<S: TensorSink> Loader<S> {
     }
 
     /// Convert whole source elements and forward (or gather) them.
-    fn emit(&mut self, f: &mut FileState, id: usize, off: u64, gather: bool, src: StoredDType, bytes: &[u8]) -> Result<()> {
+    fn emit(
+        &mut self,
+        f: &mut FileState,
+        id: usize,
+        off: u64,
+        gather: bool,
+        src: StoredDType,
+        bytes: &[u8],
+    ) -> Result<()> {
         let at = off + f.done;
         f.done += (bytes.len() / src.size() as usize) as u64;
         if same_type(src, self.target) {
@@ -334,7 +356,11 @@ impl<S: TensorSink> Loader<S> {
             Phase::Body => {
                 let plan = f.plan.as_ref().expect("body after plan");
                 // Empty tensors at the very end need no bytes.
-                let next = f.next + plan.pieces[f.next.min(plan.pieces.len())..].iter().take_while(|p| p.src.start == p.src.end && p.src.start == f.pos).count();
+                let next = f.next
+                    + plan.pieces[f.next.min(plan.pieces.len())..]
+                        .iter()
+                        .take_while(|p| p.src.start == p.src.end && p.src.start == f.pos)
+                        .count();
                 if let Some(p) = plan.pieces.get(next) {
                     return Err(Error::Weights(format!(
                         "{label}: truncated: the file ends at byte {} but tensor '{}' needs bytes {}..{}",
@@ -452,7 +478,9 @@ pub fn inspect_headers(layout: &'static str, files: &[(String, FileRole, super::
 /// Which component a file role feeds, for progress messages.
 pub fn role_components(role: FileRole) -> Vec<Component> {
     match role {
-        FileRole::SingleFile { with_vae } => Component::ALL.into_iter().filter(|&c| with_vae || c != Component::Vae).collect(),
+        FileRole::SingleFile { with_vae } => {
+            Component::ALL.into_iter().filter(|&c| with_vae || c != Component::Vae).collect()
+        }
         FileRole::Vae => vec![Component::Vae],
         FileRole::Diffusers(c) => vec![c],
     }
