@@ -147,8 +147,8 @@ impl ChunkSource for Pieces {
     fn label(&self) -> String {
         self.inner.label()
     }
-    fn len(&self) -> Option<u64> {
-        self.inner.len()
+    fn total_len(&self) -> Option<u64> {
+        self.inner.total_len()
     }
     fn read(&mut self, buf: &mut [u8]) -> sdxl_web::Result<usize> {
         let n = self.sizes[self.k % self.sizes.len()].min(buf.len());

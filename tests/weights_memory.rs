@@ -52,7 +52,7 @@ fn loading_over_a_gibibyte_stays_within_chunk_plus_64_mib() {
         _ => StoredDType::BF16,
     });
     let src = SyntheticSource::new(&tensors, 7);
-    let total = sdxl_web::weights::ChunkSource::len(&src).unwrap();
+    let total = sdxl_web::weights::ChunkSource::total_len(&src).unwrap();
     assert!(total >= 1 << 30, "synthetic checkpoint is only {total} bytes");
     let chunk = 8 << 20;
     let base = NOW.load(Ordering::Relaxed);

@@ -429,7 +429,7 @@ impl Ctx<'_> {
         n
     }
     fn multiple(&self, what: &str, v: usize, of: usize) -> Result<usize> {
-        if of == 0 || v % of != 0 {
+        if of == 0 || !v.is_multiple_of(of) {
             return Err(Error::Weights(format!(
                 "{}: {} {what} width {v} is not a multiple of the base width {of}",
                 self.file,

@@ -340,7 +340,8 @@ pub fn summarize(layout: &'static str, plans: &[FilePlan]) -> Result<Inspection>
     let (ComponentConfig::Unet(unet), ComponentConfig::Vae(vae), ComponentConfig::Clip(te), ComponentConfig::Clip(te2)) =
         (get(Component::Unet)?, get(Component::Vae)?, get(Component::TextEncoder)?, get(Component::TextEncoder2)?)
     else {
-        unreachable!("infer returns the matching config kind for each component")
+        // infer() returns the matching kind for each component; an internal error otherwise.
+        return Err(Error::Weights("internal: component configs of the wrong kind".into()));
     };
     let config = ModelConfig { unet, vae, text_encoder: te, text_encoder_2: te2 };
     config.check()?;

@@ -40,7 +40,7 @@ impl ChunkSource for FileSource {
     fn label(&self) -> String {
         self.path.display().to_string()
     }
-    fn len(&self) -> Option<u64> {
+    fn total_len(&self) -> Option<u64> {
         Some(self.len)
     }
     fn read(&mut self, buf: &mut [u8]) -> Result<usize> {

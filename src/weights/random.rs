@@ -104,7 +104,7 @@ impl ChunkSource for SyntheticSource {
     fn label(&self) -> String {
         "synthetic.safetensors".into()
     }
-    fn len(&self) -> Option<u64> {
+    fn total_len(&self) -> Option<u64> {
         Some(self.total)
     }
     fn read(&mut self, buf: &mut [u8]) -> Result<usize> {

@@ -189,7 +189,7 @@ pub fn parse_header(file: &str, json: &[u8], file_len: Option<u64>) -> Result<He
         }
         tensors.push(parse_entry(file, &name, &v, data_start)?);
     }
-    tensors.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    tensors.sort_by_key(|t| (t.start, t.end));
     for w in tensors.windows(2) {
         if w[1].start < w[0].end {
             return Err(Error::Weights(format!(
@@ -267,7 +267,7 @@ pub fn build_header(tensors: &[(String, StoredDType, Vec<usize>)], metadata: &BT
     }
     let mut json = serde_json::to_vec(&serde_json::Value::Object(map)).expect("json");
     // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len());

@@ -184,7 +184,7 @@ impl TensorSink for GpuSink<'_> {
         let len = self.tensors[id].as_ref().expect("created").byte_len();
         // The last word's bytes past the tensor are padding: anything will do.
         let last = len & !3;
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             for p in len..last + 4 {
                 self.edge_byte(id, p, 0);
             }

@@ -50,7 +50,7 @@ pub trait ChunkSource {
     /// A name for messages (the path or URL).
     fn label(&self) -> String;
     /// Total length when known up front (lets the header be checked against it).
-    fn len(&self) -> Option<u64>;
+    fn total_len(&self) -> Option<u64>;
     /// Fill `buf` with the next bytes; 0 means the end.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize>;
 }
@@ -454,7 +454,7 @@ pub fn load_sources<S: TensorSink>(
     let mut buf = vec![0u8; chunk.max(1)];
     let mut total = 0u64;
     for (mut src, role) in files {
-        loader.begin_file(src.label(), role, src.len())?;
+        loader.begin_file(src.label(), role, src.total_len())?;
         loop {
             let n = src.read(&mut buf)?;
             if n == 0 {
