@@ -1,5 +1,7 @@
 //! sdxl-web: SDXL text-to-image on the user's GPU through wgpu (native Vulkan, browser WebGPU).
 
 pub mod error;
+pub mod prompt;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
