@@ -1,6 +1,8 @@
 //! sdxl-web: SDXL text-to-image on the user's GPU through wgpu (native Vulkan, browser WebGPU).
 
 pub mod error;
+pub mod gpu;
+pub mod ops;
 pub mod prompt;
 pub mod tokenizer;
 

@@ -1,0 +1,15 @@
+//! Ops: one Rust file per shader file — shape checks, then dispatch.
+
+pub mod smoke;
+
+use crate::gpu::Variant;
+
+/// Every variant of every shader the engine can compile, for both compute paths; validated by
+/// naga in `tests/shaders.rs`.
+pub fn all_variants() -> Vec<Variant> {
+    let mut v = Vec::new();
+    for f16 in [false, true] {
+        v.extend(smoke::variants(f16));
+    }
+    v
+}
