@@ -12,10 +12,9 @@
 //! `<|endoftext|>`, and for SDXL's `tokenizer_2` (bigG) also its pad token `"!"`, so every `!`
 //! in a prompt becomes id 0 there while CLIP-L keeps `!</w>` = 256.
 
-use std::collections::HashMap;
 use std::io::Read;
 
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::normalizers::{Lowercase, Replace, Sequence as NormSeq, NFC};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
@@ -63,10 +62,7 @@ pub struct SdxlTokenizers {
 
 impl SdxlTokenizers {
     pub fn new() -> Result<Self> {
-        Ok(Self {
-            clip_l: Tokenizer::clip_l()?,
-            clip_g: Tokenizer::clip_g()?,
-        })
+        Ok(Self { clip_l: Tokenizer::clip_l()?, clip_g: Tokenizer::clip_g()? })
     }
 }
 
@@ -85,14 +81,9 @@ impl Tokenizer {
     fn build(bang_pad: bool) -> Result<Self> {
         let err = |what: &str, e: &dyn std::fmt::Display| Error::Input(format!("tokenizer {what}: {e}"));
         let mut text = String::new();
-        flate2::read::GzDecoder::new(MERGES_GZ)
-            .read_to_string(&mut text)
-            .map_err(|e| err("embedded merges", &e))?;
-        let merges: Vec<(String, String)> = text
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        flate2::read::GzDecoder::new(MERGES_GZ).read_to_string(&mut text).map_err(|e| err("embedded merges", &e))?;
+        let merges: Vec<(String, String)> =
+            text.lines().filter_map(|l| l.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string())).collect();
         if merges.len() != N_MERGES {
             return Err(Error::Input(format!(
                 "tokenizer embedded merges: {} entries, expected {N_MERGES}",
@@ -100,16 +91,13 @@ impl Tokenizer {
             )));
         }
         let bytes = byte_symbols();
-        let mut vocab: HashMap<String, u32> = HashMap::with_capacity(VOCAB_SIZE);
         let words = bytes
             .iter()
             .cloned()
             .chain(bytes.iter().map(|s| format!("{s}</w>")))
             .chain(merges.iter().map(|(a, b)| format!("{a}{b}")))
             .chain(["<|startoftext|>".to_string(), "<|endoftext|>".to_string()]);
-        for (i, w) in words.enumerate() {
-            vocab.insert(w, i as u32);
-        }
+        let vocab: Vocab = words.enumerate().map(|(i, w)| (w, i as u32)).collect();
         if vocab.len() != VOCAB_SIZE {
             return Err(Error::Input(format!(
                 "tokenizer vocabulary: {} distinct entries, expected {VOCAB_SIZE}",
@@ -127,16 +115,9 @@ impl Tokenizer {
         let ws = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
             .map_err(|e| err("normalizer", &e))?;
         inner.with_normalizer(Some(NormSeq::new(vec![NFC.into(), ws.into(), Lowercase.into()])));
-        let split = Split::new(
-            SplitPattern::Regex(CLIP_SPLIT.into()),
-            SplitDelimiterBehavior::Removed,
-            true,
-        )
-        .map_err(|e| err("pre-tokenizer", &e))?;
-        inner.with_pre_tokenizer(Some(PreSeq::new(vec![
-            split.into(),
-            ByteLevel::new(false, true, true).into(),
-        ])));
+        let split = Split::new(SplitPattern::Regex(CLIP_SPLIT.into()), SplitDelimiterBehavior::Removed, true)
+            .map_err(|e| err("pre-tokenizer", &e))?;
+        inner.with_pre_tokenizer(Some(PreSeq::new(vec![split.into(), ByteLevel::new(false, true, true).into()])));
         // Specials match in the raw text (normalized = false), as transformers registers them.
         let mut specials = Vec::new();
         if bang_pad {
@@ -156,10 +137,8 @@ impl Tokenizer {
 
     /// Token ids of `text`, without bos/eos and without truncation.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::Input(format!("cannot tokenize prompt: {e}")))?;
+        let enc =
+            self.inner.encode_fast(text, false).map_err(|e| Error::Input(format!("cannot tokenize prompt: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -184,8 +163,7 @@ impl Tokenizer {
 /// GPT-2/CLIP byte-to-symbol table, in byte order 0..=255 re-ordered as CLIP does: printable
 /// bytes first (at their own code point), then the rest mapped to U+0100 onwards.
 fn byte_symbols() -> Vec<String> {
-    let printable =
-        |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
     let mut bs: Vec<u32> = (0..256).filter(|&b| printable(b)).collect();
     let mut cs = bs.clone();
     let mut n = 0;
@@ -196,7 +174,5 @@ fn byte_symbols() -> Vec<String> {
             n += 1;
         }
     }
-    cs.into_iter()
-        .map(|c| char::from_u32(c).map(String::from).unwrap_or_default())
-        .collect()
+    cs.into_iter().map(|c| char::from_u32(c).map(String::from).unwrap_or_default()).collect()
 }

@@ -32,6 +32,17 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
+        /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
+        Tokenize {
+            #[arg(long)]
+            prompt: String,
+            /// Rating keyword appended to the prompt: none, sensitive, questionable, explicit.
+            #[arg(long, default_value = "none")]
+            rating: sdxl_web::prompt::Rating,
+            /// `{"clip_l": [[77 ids], ...], "clip_g": [[...], ...]}`.
+            #[arg(long)]
+            json: bool,
+        },
     }
 
     pub fn main() -> ExitCode {
@@ -47,6 +58,7 @@ mod cli {
         opts.force_f32 |= cli.f32;
         let result = match cli.command {
             Command::Info { json } => info(opts, json),
+            Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +97,32 @@ mod cli {
         );
         println!("  max_compute_workgroups_per_dimension  {}", l.max_compute_workgroups_per_dimension);
         println!("  min_storage_buffer_offset_alignment   {}", l.min_storage_buffer_offset_alignment);
+        Ok(())
+    }
+
+    fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {
+        use sdxl_web::prompt::{Chunk, PromptTokens};
+        let toks = sdxl_web::tokenizer::SdxlTokenizers::new()?;
+        let t = PromptTokens::new(prompt, rating, &toks)?;
+        let ids = |c: &[Chunk]| c.iter().map(|c| c.ids.to_vec()).collect::<Vec<_>>();
+        if json {
+            let v = serde_json::json!({ "clip_l": ids(&t.clip_l), "clip_g": ids(&t.clip_g) });
+            println!("{v}");
+            return Ok(());
+        }
+        for (name, chunks) in [("clip_l", &t.clip_l), ("clip_g", &t.clip_g)] {
+            println!("{name}: {} chunk(s)", chunks.len());
+            for (i, c) in chunks.iter().enumerate() {
+                // Up to and including the eos that follows the prompt tokens; the rest is padding.
+                let end = c.ids[1..].iter().position(|&x| x == sdxl_web::tokenizer::EOS).map_or(77, |p| p + 2);
+                let shown: Vec<String> = c.ids[..end].iter().map(|x| x.to_string()).collect();
+                println!("  [{i}] {} tokens: {} + {} pad", end - 2, shown.join(" "), 77 - end);
+                if c.weights.iter().any(|&w| w != 1.0) {
+                    let w: Vec<String> = c.weights[..end].iter().map(|w| format!("{w:.4}")).collect();
+                    println!("      weights: {}", w.join(" "));
+                }
+            }
+        }
         Ok(())
     }
 
