@@ -34,6 +34,7 @@ mod cli {
         },
         /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
         Tokenize {
+            /// Prompt text; A1111 emphasis `(x)`, `[x]`, `(x:1.3)`, `\(` and `BREAK` apply.
             #[arg(long)]
             prompt: String,
             /// Rating keyword appended to the prompt: none, sensitive, questionable, explicit.
@@ -102,28 +103,51 @@ mod cli {
 
     fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {
         use sdxl_web::prompt::{Chunk, PromptTokens};
+        use sdxl_web::tokenizer::{CONTEXT_LEN, EOS};
+        use std::fmt::Write as _;
+
+        // A struct, not json!(), so "clip_l" comes first.
+        #[derive(serde::Serialize)]
+        struct Out {
+            clip_l: Vec<Vec<u32>>,
+            clip_g: Vec<Vec<u32>>,
+        }
         let toks = sdxl_web::tokenizer::SdxlTokenizers::new()?;
         let t = PromptTokens::new(prompt, rating, &toks)?;
         let ids = |c: &[Chunk]| c.iter().map(|c| c.ids.to_vec()).collect::<Vec<_>>();
+        let mut s = String::new();
         if json {
-            let v = serde_json::json!({ "clip_l": ids(&t.clip_l), "clip_g": ids(&t.clip_g) });
-            println!("{v}");
-            return Ok(());
-        }
-        for (name, chunks) in [("clip_l", &t.clip_l), ("clip_g", &t.clip_g)] {
-            println!("{name}: {} chunk(s)", chunks.len());
-            for (i, c) in chunks.iter().enumerate() {
-                // Up to and including the eos that follows the prompt tokens; the rest is padding.
-                let end = c.ids[1..].iter().position(|&x| x == sdxl_web::tokenizer::EOS).map_or(77, |p| p + 2);
-                let shown: Vec<String> = c.ids[..end].iter().map(|x| x.to_string()).collect();
-                println!("  [{i}] {} tokens: {} + {} pad", end - 2, shown.join(" "), 77 - end);
-                if c.weights.iter().any(|&w| w != 1.0) {
-                    let w: Vec<String> = c.weights[..end].iter().map(|w| format!("{w:.4}")).collect();
-                    println!("      weights: {}", w.join(" "));
+            let out = Out { clip_l: ids(&t.clip_l), clip_g: ids(&t.clip_g) };
+            s = serde_json::to_string(&out).map_err(|e| sdxl_web::Error::Input(e.to_string()))?;
+            s.push('\n');
+        } else {
+            for (name, chunks) in [("clip_l", &t.clip_l), ("clip_g", &t.clip_g)] {
+                let _ = writeln!(s, "{name}: {} chunk(s)", chunks.len());
+                for (i, c) in chunks.iter().enumerate() {
+                    // Up to and including the first eos (the one the encoders pool at); the rest is padding.
+                    let end = c.ids[1..].iter().position(|&x| x == EOS).map_or(CONTEXT_LEN, |p| p + 2);
+                    let shown: Vec<String> = c.ids[..end].iter().map(|x| x.to_string()).collect();
+                    let _ = writeln!(s, "  [{i}] {} tokens: {} + {} pad", end - 2, shown.join(" "), CONTEXT_LEN - end);
+                    if c.weights.iter().any(|&w| w != 1.0) {
+                        let w: Vec<String> = c.weights[..end].iter().map(|w| format!("{w:.4}")).collect();
+                        let _ = writeln!(s, "      weights: {}", w.join(" "));
+                    }
                 }
             }
         }
-        Ok(())
+        print_out(&s)
+    }
+
+    /// Write to stdout; a closed pipe (`| head`) is not an error, and never a panic.
+    fn print_out(s: &str) -> sdxl_web::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(sdxl_web::Error::Io { path: "stdout".into(), source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn yes(b: bool) -> &'static str {
