@@ -32,6 +32,27 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
+        /// Benchmarks.
+        Bench {
+            #[command(subcommand)]
+            what: BenchWhat,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum BenchWhat {
+        /// Time each kernel at SDXL shapes: ms, GFLOP/s, % of the measured FMA peak.
+        Kernels {
+            /// Print the rows as a JSON list instead of a table.
+            #[arg(long)]
+            json: bool,
+            /// Fewer, shorter runs.
+            #[arg(long)]
+            quick: bool,
+            /// Only kernels whose name contains this (repeatable); the peak always runs.
+            #[arg(long)]
+            only: Vec<String>,
+        },
     }
 
     pub fn main() -> ExitCode {
@@ -47,6 +68,7 @@ mod cli {
         opts.force_f32 |= cli.f32;
         let result = match cli.command {
             Command::Info { json } => info(opts, json),
+            Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +107,19 @@ mod cli {
         );
         println!("  max_compute_workgroups_per_dimension  {}", l.max_compute_workgroups_per_dimension);
         println!("  min_storage_buffer_offset_alignment   {}", l.min_storage_buffer_offset_alignment);
+        Ok(())
+    }
+
+    fn bench_kernels(opts: GpuOptions, json: bool, quick: bool, only: Vec<String>) -> sdxl_web::Result<()> {
+        let gpu = Gpu::new_blocking(opts)?;
+        eprintln!("benchmarking on {} ({} path)", gpu.info.name, gpu.info.compute_path);
+        let mut b = sdxl_web::ops::bench::Bench::new(&gpu, quick, only);
+        b.run()?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&b.rows).expect("rows serialise"));
+        } else {
+            print!("{}", b.table());
+        }
         Ok(())
     }
 
