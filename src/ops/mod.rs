@@ -2,6 +2,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod linear;
 pub mod peak;
 pub mod smoke;
 
@@ -14,6 +15,7 @@ pub fn all_variants() -> Vec<Variant> {
     for f16 in [false, true] {
         v.extend(smoke::variants(f16));
         v.extend(peak::variants(f16));
+        v.extend(linear::variants(f16));
     }
     v
 }
