@@ -2,6 +2,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod conv;
 pub mod linear;
 pub mod peak;
 pub mod smoke;
@@ -16,6 +17,7 @@ pub fn all_variants() -> Vec<Variant> {
         v.extend(smoke::variants(f16));
         v.extend(peak::variants(f16));
         v.extend(linear::variants(f16));
+        v.extend(conv::variants(f16));
     }
     v
 }
