@@ -27,7 +27,12 @@ macro_rules! shader {
 }
 
 /// Every shader file; `tests/shaders.rs` checks this list matches the `shaders/` folder.
-pub static SHADERS: &[ShaderFile] = &[shader!("smoke")];
+pub static SHADERS: &[ShaderFile] = &[
+    shader!("smoke"),
+    shader!("elementwise"),
+    shader!("norm"),
+    shader!("attention"),
+];
 
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|s| s.name == name).map(|s| s.source)
