@@ -66,7 +66,9 @@ struct ApplyP {
 /// (mean, 1/sqrt(var + eps)) of `groups` contiguous groups of `group_len` elements of x, as an
 /// F32 tensor [groups, 2].
 fn group_stats(gpu: &Gpu, x: &Tensor, groups: u64, group_len: u64, eps: f32, what: &str) -> Result<Tensor> {
-    let spg = group_len.div_ceil(SLICE);
+    // A slice must fit one binding window too (only matters under tiny test limits).
+    let max_slice = SLICE.min(units_per_window(gpu, x.dtype().size() as u64, what)?);
+    let spg = group_len.div_ceil(max_slice);
     let slice_len = group_len.div_ceil(spg);
     let units = groups * spg;
     let part = Tensor::empty(gpu, &[units as usize * 3], DType::F32)?;
