@@ -5,3 +5,6 @@ pub mod gpu;
 pub mod ops;
 
 pub use error::{Error, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
