@@ -29,6 +29,9 @@ macro_rules! shader {
 /// Every shader file; `tests/shaders.rs` checks this list matches the `shaders/` folder.
 pub static SHADERS: &[ShaderFile] = &[
     shader!("smoke"),
+    shader!("peak"),
+    shader!("matmul"),
+    shader!("conv"),
     shader!("elementwise"),
     shader!("norm"),
     shader!("attention"),
