@@ -66,7 +66,17 @@ fn check(what: &str, gpu: &Gpu, got: &[f32], want: &[f64], abs: f64) {
 
 /// softmax(q kᵀ / √D) v per (batch, head) in f64; causal masks key j > query i.
 #[allow(clippy::too_many_arguments)]
-fn attention_ref(q: &[f64], k: &[f64], v: &[f64], b: usize, tq: usize, tk: usize, h: usize, d: usize, causal: bool) -> Vec<f64> {
+fn attention_ref(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    b: usize,
+    tq: usize,
+    tk: usize,
+    h: usize,
+    d: usize,
+    causal: bool,
+) -> Vec<f64> {
     let c = h * d;
     let scale = 1.0 / (d as f64).sqrt();
     let mut o = vec![0.0; b * tq * c];
@@ -197,11 +207,15 @@ fn attention_split_bindings_match() {
             // cuts Q and O into row blocks.
             let limit = if dt == DType::F16 { 24_000 } else { 48_000 };
             for path in [Path::Fast64, Path::Generic] {
-                let whole = attention::attention_with(&gpu, &q, &k, &v, 2, false, path).unwrap().to_vec_f32_blocking(&gpu).unwrap();
-                let split = ew::with_binding_limit(limit, || attention::attention_with(&gpu, &q, &k, &v, 2, false, path))
+                let whole = attention::attention_with(&gpu, &q, &k, &v, 2, false, path)
                     .unwrap()
                     .to_vec_f32_blocking(&gpu)
                     .unwrap();
+                let split =
+                    ew::with_binding_limit(limit, || attention::attention_with(&gpu, &q, &k, &v, 2, false, path))
+                        .unwrap()
+                        .to_vec_f32_blocking(&gpu)
+                        .unwrap();
                 assert!(whole == split, "{path:?} {dt:?} differs when split [{} path]", gpu.info.compute_path);
             }
         }

@@ -216,11 +216,11 @@ fn bcast_ref(a: &[f64], ash: &[usize], b: &[f64], bsh: &[usize], out: &[usize], 
 fn run_binary(force_f32: bool) {
     let gpu = gpu(force_f32);
     let shapes: [(&[usize], &[usize], &[usize]); 5] = [
-        (&[2, 5, 7, 3], &[2, 5, 1, 1], &[2, 5, 7, 3]),   // + time embedding [B, C, 1, 1]
-        (&[2, 77, 33], &[33], &[2, 77, 33]),             // + bias [C]
-        (&[3, 1, 5], &[1, 4, 1], &[3, 4, 5]),            // both broadcast
-        (&[129], &[129], &[129]),                        // residual, same shape
-        (&[1, 7], &[2, 3, 1], &[2, 3, 7]),               // rank padding on the left
+        (&[2, 5, 7, 3], &[2, 5, 1, 1], &[2, 5, 7, 3]), // + time embedding [B, C, 1, 1]
+        (&[2, 77, 33], &[33], &[2, 77, 33]),           // + bias [C]
+        (&[3, 1, 5], &[1, 4, 1], &[3, 4, 5]),          // both broadcast
+        (&[129], &[129], &[129]),                      // residual, same shape
+        (&[1, 7], &[2, 3, 1], &[2, 3, 7]),             // rank padding on the left
     ];
     for (i, (sa, sb, so)) in shapes.iter().enumerate() {
         let na: usize = sa.iter().product();
@@ -309,7 +309,13 @@ fn run_layout(force_f32: bool) {
             let (t, r) = upload(&gpu, &[rows, 2 * f], dt, &x);
             let y = ew::geglu(&gpu, &t).unwrap();
             assert_eq!(y.shape(), [rows, f]);
-            check(&format!("geglu {rows}x{f} {dt:?}"), &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &geglu_ref(&r, f), tol_for(dt, F32_TRANSCENDENTAL_TOL));
+            check(
+                &format!("geglu {rows}x{f} {dt:?}"),
+                &gpu,
+                &y.to_vec_f32_blocking(&gpu).unwrap(),
+                &geglu_ref(&r, f),
+                tol_for(dt, F32_TRANSCENDENTAL_TOL),
+            );
         }
         // Upsample: odd H, W.
         let (b, c, h, w) = (2, 3, 5, 7);
@@ -317,7 +323,13 @@ fn run_layout(force_f32: bool) {
         let (t, r) = upload(&gpu, &[b, c, h, w], dt, &x);
         let y = ew::upsample_nearest_2x(&gpu, &t).unwrap();
         assert_eq!(y.shape(), [b, c, 2 * h, 2 * w]);
-        check(&format!("upsample {dt:?}"), &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &upsample_ref(&r, h, w), tol_for(dt, 0.0));
+        check(
+            &format!("upsample {dt:?}"),
+            &gpu,
+            &y.to_vec_f32_blocking(&gpu).unwrap(),
+            &upsample_ref(&r, h, w),
+            tol_for(dt, 0.0),
+        );
         // Concat: inner 5·5 = 25 is odd, so F16 blocks start mid-word.
         let (xa, xb, xc) = (rand(2 * 3 * 25, 1, 1.0), rand(2 * 4 * 25, 2, 1.0), rand(2 * 25, 3, 1.0));
         let (ta, ra) = upload(&gpu, &[2, 3, 5, 5], dt, &xa);
@@ -333,14 +345,26 @@ fn run_layout(force_f32: bool) {
             let (t, rf) = upload(&gpu, &[bb, r, s], dt, &x);
             let y = ew::transpose_last2(&gpu, &t).unwrap();
             assert_eq!(y.shape(), [bb, s, r]);
-            check(&format!("transpose {bb}x{r}x{s} {dt:?}"), &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &transpose_ref(&rf, r, s), tol_for(dt, 0.0));
+            check(
+                &format!("transpose {bb}x{r}x{s} {dt:?}"),
+                &gpu,
+                &y.to_vec_f32_blocking(&gpu).unwrap(),
+                &transpose_ref(&rf, r, s),
+                tol_for(dt, 0.0),
+            );
         }
         // NCHW <-> tokens round trip.
         let x = rand(2 * 10 * 3 * 5, 9, 5.0);
         let (t, rf) = upload(&gpu, &[2, 10, 3, 5], dt, &x);
         let tok = ew::nchw_to_tokens(&gpu, &t).unwrap();
         assert_eq!(tok.shape(), [2, 15, 10]);
-        check("nchw_to_tokens", &gpu, &tok.to_vec_f32_blocking(&gpu).unwrap(), &transpose_ref(&rf, 10, 15), tol_for(dt, 0.0));
+        check(
+            "nchw_to_tokens",
+            &gpu,
+            &tok.to_vec_f32_blocking(&gpu).unwrap(),
+            &transpose_ref(&rf, 10, 15),
+            tol_for(dt, 0.0),
+        );
         let back = ew::tokens_to_nchw(&gpu, &tok, 3, 5).unwrap();
         assert_eq!(back.shape(), [2, 10, 3, 5]);
         check("tokens_to_nchw", &gpu, &back.to_vec_f32_blocking(&gpu).unwrap(), &rf, tol_for(dt, 0.0));
@@ -401,13 +425,23 @@ fn run_embeddings(force_f32: bool) {
                 DType::F32 => (TIMESTEP_TOL, 0.0),
                 DType::F16 => (1e-6, F16_REL_TOL),
             };
-            check(&format!("timestep dim {dim} {dt:?}"), &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &timestep_ref(&t, dim), tol);
+            check(
+                &format!("timestep dim {dim} {dt:?}"),
+                &gpu,
+                &y.to_vec_f32_blocking(&gpu).unwrap(),
+                &timestep_ref(&t, dim),
+                tol,
+            );
         }
     }
     // Token + position lookup, with odd C so F16 words straddle tokens.
     let (v, c, tlen) = (50usize, 11usize, 7usize);
     let ids: Vec<u32> = (0..2 * tlen as u32).map(|i| (i * 17 + 3) % v as u32).collect();
-    for (td, pd, yd) in [(DType::F16, DType::F16, DType::F16), (DType::F16, DType::F32, DType::F32), (DType::F32, DType::F16, DType::F16)] {
+    for (td, pd, yd) in [
+        (DType::F16, DType::F16, DType::F16),
+        (DType::F16, DType::F32, DType::F32),
+        (DType::F32, DType::F16, DType::F16),
+    ] {
         let (tok, rt) = upload(&gpu, &[v, c], td, &rand(v * c, 1, 1.0));
         let (pos, rp) = upload(&gpu, &[9, c], pd, &rand(9 * c, 2, 1.0));
         let want: Vec<f64> = ids
@@ -469,7 +503,11 @@ fn run_split(force_f32: bool) {
         for limit in [300u64, 1000, 4096] {
             let split = ew::with_binding_limit(limit, || run(&gpu));
             for (i, (a, b)) in whole.iter().zip(&split).enumerate() {
-                assert!(a == b, "op #{i} {dt:?} differs with a {limit}-byte binding limit [{} path]", gpu.info.compute_path);
+                assert!(
+                    a == b,
+                    "op #{i} {dt:?} differs with a {limit}-byte binding limit [{} path]",
+                    gpu.info.compute_path
+                );
             }
         }
     }

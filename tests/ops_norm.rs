@@ -124,7 +124,13 @@ fn run_group_norm(force_f32: bool) {
                 assert_eq!(y.shape(), *shape);
                 let want = norm_ref(&xr, c / 32 * inner, inner, &gr, &br, *eps as f64, silu);
                 let got = y.to_vec_f32_blocking(&gpu).unwrap();
-                check(&format!("group_norm {shape:?} {xd:?} w {wd:?} silu={silu}"), &gpu, &got, &want, tol_for(xd, NORM_F32_TOL));
+                check(
+                    &format!("group_norm {shape:?} {xd:?} w {wd:?} silu={silu}"),
+                    &gpu,
+                    &got,
+                    &want,
+                    tol_for(xd, NORM_F32_TOL),
+                );
             }
         }
     }
@@ -157,7 +163,13 @@ fn group_norm_is_stable_for_large_means() {
         let (bt, br) = upload(&gpu, &[64], DType::F16, &vec![0.0; 64]);
         let y = norm::group_norm(&gpu, &xt, 32, &gt, &bt, 1e-6, false).unwrap();
         let want = norm_ref(&xr, 2 * 48 * 48, 48 * 48, &gr, &br, 1e-6, false);
-        check("group_norm mean 5000", &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &want, (LARGE_MEAN_TOL, LARGE_MEAN_TOL));
+        check(
+            "group_norm mean 5000",
+            &gpu,
+            &y.to_vec_f32_blocking(&gpu).unwrap(),
+            &want,
+            (LARGE_MEAN_TOL, LARGE_MEAN_TOL),
+        );
     }
 }
 
@@ -166,14 +178,21 @@ fn run_layer_norm(force_f32: bool) {
     for (i, shape) in [&[2usize, 77, 768][..], &[1, 129, 33], &[7, 1], &[1, 4096, 640]].iter().enumerate() {
         let n: usize = shape.iter().product();
         let c = *shape.last().unwrap();
-        let x: Vec<f32> = rand(n, 30 + i as u64, 2.0).iter().enumerate().map(|(j, v)| v * (1.0 + (j / c % 5) as f32)).collect();
+        let x: Vec<f32> =
+            rand(n, 30 + i as u64, 2.0).iter().enumerate().map(|(j, v)| v * (1.0 + (j / c % 5) as f32)).collect();
         for xd in [DType::F16, DType::F32] {
             let (xt, xr) = upload(&gpu, shape, xd, &x);
             let (gt, gr) = upload(&gpu, &[c], DType::F16, &rand(c, 40, 1.0));
             let (bt, br) = upload(&gpu, &[c], DType::F16, &rand(c, 41, 1.0));
             let y = norm::layer_norm(&gpu, &xt, &gt, &bt, 1e-5).unwrap();
             let want = norm_ref(&xr, c, 1, &gr, &br, 1e-5, false);
-            check(&format!("layer_norm {shape:?} {xd:?}"), &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &want, tol_for(xd, NORM_F32_TOL));
+            check(
+                &format!("layer_norm {shape:?} {xd:?}"),
+                &gpu,
+                &y.to_vec_f32_blocking(&gpu).unwrap(),
+                &want,
+                tol_for(xd, NORM_F32_TOL),
+            );
         }
     }
 }
@@ -200,7 +219,9 @@ fn softmax_ref(x: &[f64], len: usize) -> Vec<f64> {
 
 fn run_softmax(force_f32: bool) {
     let gpu = gpu(force_f32);
-    for (i, (rows, len, offset)) in [(2usize, 77usize, 0.0f32), (3, 129, 1000.0), (5, 1, 0.0), (1, 4096, -50.0)].iter().enumerate() {
+    for (i, (rows, len, offset)) in
+        [(2usize, 77usize, 0.0f32), (3, 129, 1000.0), (5, 1, 0.0), (1, 4096, -50.0)].iter().enumerate()
+    {
         let x: Vec<f32> = rand(rows * len, 50 + i as u64, 8.0).iter().map(|v| v + offset).collect();
         for xd in [DType::F16, DType::F32] {
             let (xt, xr) = upload(&gpu, &[*rows, *len], xd, &x);
@@ -209,7 +230,13 @@ fn run_softmax(force_f32: bool) {
                 DType::F16 => (1e-6, F16_REL_TOL),
                 DType::F32 => (1e-9, SOFTMAX_F32_TOL),
             };
-            check(&format!("softmax {rows}x{len} +{offset} {xd:?}"), &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &softmax_ref(&xr, *len), tol);
+            check(
+                &format!("softmax {rows}x{len} +{offset} {xd:?}"),
+                &gpu,
+                &y.to_vec_f32_blocking(&gpu).unwrap(),
+                &softmax_ref(&xr, *len),
+                tol,
+            );
         }
     }
 }
@@ -256,10 +283,20 @@ fn split_bindings_match() {
                 let split = ew::with_binding_limit(limit, run);
                 for (i, (a, s)) in whole.iter().zip(&split).enumerate() {
                     if limit >= 40_000 {
-                        assert!(a == s, "op #{i} {dt:?} differs with a {limit}-byte binding limit [{} path]", gpu.info.compute_path);
+                        assert!(
+                            a == s,
+                            "op #{i} {dt:?} differs with a {limit}-byte binding limit [{} path]",
+                            gpu.info.compute_path
+                        );
                     } else {
                         let want: Vec<f64> = a.iter().map(|&v| v as f64).collect();
-                        check(&format!("op #{i} {dt:?}, {limit}-byte limit"), &gpu, s, &want, tol_for(dt, NORM_F32_TOL));
+                        check(
+                            &format!("op #{i} {dt:?}, {limit}-byte limit"),
+                            &gpu,
+                            s,
+                            &want,
+                            tol_for(dt, NORM_F32_TOL),
+                        );
                     }
                 }
             }
@@ -276,7 +313,8 @@ fn group_norm_over_the_binding_limit() {
     let n: usize = shape.iter().product();
     assert!((n * 4) as u64 > gpu.limits.max_storage_buffer_binding_size);
     let inner = 768 * 768;
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.5) * 6.0 + (i / inner % 5) as f32).collect();
+    let x: Vec<f32> =
+        (0..n).map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.5) * 6.0 + (i / inner % 5) as f32).collect();
     let xt = Tensor::from_f32(&gpu, &shape, DType::F32, &x).unwrap();
     let gamma: Vec<f32> = (0..64).map(|i| 0.5 + i as f32 / 64.0).collect();
     let beta: Vec<f32> = (0..64).map(|i| i as f32 / 128.0 - 0.25).collect();

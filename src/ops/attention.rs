@@ -113,7 +113,7 @@ pub fn attention_with(
         return Err(Error::Input(format!("{what}: {c} channels do not split into {heads} heads")));
     }
     let d = c / heads;
-    if d % 4 != 0 || d > MAX_HEAD_DIM {
+    if !d.is_multiple_of(4) || d > MAX_HEAD_DIM {
         return Err(Error::Input(format!("{what}: head dim {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}")));
     }
     if path == Path::Fast64 && d != 64 {
@@ -179,4 +179,38 @@ pub fn attention_with(
         }
     }
     Ok(o)
+}
+
+/// Benchmark rows (`sdxl bench kernels`): the UNet's attention shapes with F16 activations (one
+/// image; CFG doubles B), plus the VAE mid-block's single 512-wide head at 512² with F32
+/// activations (generic path) unless `--quick`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench_rows(b: &mut crate::ops::bench::Bench) -> Result<()> {
+    if !b.wants("attention") {
+        return Ok(());
+    }
+    let gpu = b.gpu;
+    let mut cases = vec![
+        ("self 4096 tok x 10 h x 64", 4096usize, 4096usize, 10usize, 64usize, DType::F16),
+        ("self 1024 tok x 20 h x 64", 1024, 1024, 20, 64, DType::F16),
+        ("cross 4096 x 77 tok x 10 h x 64", 4096, 77, 10, 64, DType::F16),
+    ];
+    if !b.quick {
+        cases.push(("vae 4096 tok x 1 h x 512 f32", 4096, 4096, 1, 512, DType::F32));
+    }
+    for (shape, tq, tk, h, d, dt) in cases {
+        let c = h * d;
+        let pattern =
+            |n: usize, s: usize| -> Vec<f32> { (0..n).map(|i| ((i * s + 7) % 251) as f32 / 251.0 - 0.5).collect() };
+        let q = Tensor::from_f32(gpu, &[1, tq, c], dt, &pattern(tq * c, 31))?;
+        let k = Tensor::from_f32(gpu, &[1, tk, c], dt, &pattern(tk * c, 17))?;
+        let v = Tensor::from_f32(gpu, &[1, tk, c], dt, &pattern(tk * c, 13))?;
+        // QKᵀ and PV: 2 multiply-adds per (query, key, dim) per head, 2 FLOPs each.
+        let flops = 4.0 * (tq * tk * d * h) as f64;
+        b.time_op("attention", shape, flops, || {
+            let _o = attention(gpu, &q, &k, &v, h, false)?;
+            Ok(())
+        })?;
+    }
+    Ok(())
 }

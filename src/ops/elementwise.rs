@@ -314,9 +314,8 @@ fn bcast_strides(s: &[usize], out4: &[usize; 4]) -> [u32; 4] {
 /// Up to 4 dimensions. A broadcast (smaller) operand must fit one binding.
 pub fn binary(gpu: &Gpu, a: &Tensor, b: &Tensor, op: Binary, out: DType) -> Result<Tensor> {
     let what = format!("{op:?}");
-    let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
-        Error::Input(format!("{what}: shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()))
-    })?;
+    let shape = broadcast_shape(a.shape(), b.shape())
+        .ok_or_else(|| Error::Input(format!("{what}: shapes {:?} and {:?} do not broadcast", a.shape(), b.shape())))?;
     if shape.len() > 4 {
         return Err(Error::Input(format!("{what}: at most 4 dimensions, got {shape:?}")));
     }
@@ -499,7 +498,16 @@ pub fn concat_channels(gpu: &Gpu, xs: &[&Tensor]) -> Result<Tensor> {
         let c = x.shape()[1] as u64;
         // One contiguous block per batch element: x[bi] → y[bi, c_off .. c_off + c].
         for bi in 0..b {
-            unary_into(gpu, Unary::Copy, x, bi * c * inner, &y, (bi * c_total as u64 + c_off) * inner, c * inner, what)?;
+            unary_into(
+                gpu,
+                Unary::Copy,
+                x,
+                bi * c * inner,
+                &y,
+                (bi * c_total as u64 + c_off) * inner,
+                c * inner,
+                what,
+            )?;
         }
         c_off += c;
     }
@@ -659,7 +667,7 @@ pub fn embed_tokens(gpu: &Gpu, ids: &[u32], seq_len: usize, tok: &Tensor, pos: &
     if ts.len() != 2 || ps.len() != 2 || ts[1] != ps[1] {
         return Err(Error::Input(format!("{what}: needs tok [V, C] and pos [T, C], got {ts:?} and {ps:?}")));
     }
-    if seq_len == 0 || ids.is_empty() || ids.len() % seq_len != 0 || ps[0] < seq_len {
+    if seq_len == 0 || ids.is_empty() || !ids.len().is_multiple_of(seq_len) || ps[0] < seq_len {
         return Err(Error::Input(format!(
             "{what}: {} ids are not whole sequences of {seq_len} (position table has {} rows)",
             ids.len(),

@@ -170,7 +170,7 @@ pub fn group_norm(
 ) -> Result<Tensor> {
     let what = "group_norm";
     let s = x.shape();
-    if s.len() < 2 || groups == 0 || s[1] % groups != 0 {
+    if s.len() < 2 || groups == 0 || !s[1].is_multiple_of(groups) {
         return Err(Error::Input(format!("{what}: x {s:?} must be [B, C, ...] with C divisible by {groups} groups")));
     }
     check_affine(gamma, beta, s[1], what)?;
@@ -243,9 +243,50 @@ pub fn softmax(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     for (c0, c1) in spans(rows * len, per.max(2)) {
         let xw = window(gpu, x, c0, c1, what)?;
         let yw = window(gpu, &y, c0, c1, what)?;
-        let p = SmApplyP { n: (c1 - c0) as u32, y0: yw.local(c0), x0: xw.local(c0), e0: c0 as u32, len: len as u32, _p: [0; 3] };
+        let p = SmApplyP {
+            n: (c1 - c0) as u32,
+            y0: yw.local(c0),
+            x0: xw.local(c0),
+            e0: c0 as u32,
+            len: len as u32,
+            _p: [0; 3],
+        };
         let pairs = (p.y0 + p.n).div_ceil(2) - p.y0 / 2;
         gpu.dispatch(&pipe, &[xw.binding, sw.bind(), yw.binding], &p, grid(pairs.div_ceil(256), maxd))?;
     }
     Ok(y)
+}
+
+/// Benchmark rows (`sdxl bench kernels`): the UNet's first-level group norm (F16 activations) and
+/// a transformer layer norm. FLOPs counted per element: statistics 4 (shift, add, fma), apply 4
+/// (shift, scale, fma), SiLU 4 (neg, exp, add, div) — these kernels are bandwidth bound, so the
+/// ms column is the one to read.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench_rows(b: &mut crate::ops::bench::Bench) -> Result<()> {
+    let gpu = b.gpu;
+    let pattern = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 31 + 7) % 251) as f32 / 64.0 - 2.0).collect() };
+    if b.wants("group_norm") {
+        let x = Tensor::from_f32(gpu, &[1, 320, 128, 128], DType::F16, &pattern(320 * 128 * 128))?;
+        let g = Tensor::from_f32(gpu, &[320], DType::F16, &vec![1.0; 320])?;
+        let be = Tensor::from_f32(gpu, &[320], DType::F16, &vec![0.0; 320])?;
+        let n = (320 * 128 * 128) as f64;
+        for silu in [true, false] {
+            let shape = if silu { "320 ch 128x128 +silu" } else { "320 ch 128x128" };
+            let flops = n * if silu { 12.0 } else { 8.0 };
+            b.time_op("group_norm", shape, flops, || {
+                let _y = group_norm(gpu, &x, 32, &g, &be, 1e-5, silu)?;
+                Ok(())
+            })?;
+        }
+    }
+    if b.wants("layer_norm") {
+        let x = Tensor::from_f32(gpu, &[1, 4096, 640], DType::F16, &pattern(4096 * 640))?;
+        let g = Tensor::from_f32(gpu, &[640], DType::F16, &vec![1.0; 640])?;
+        let be = Tensor::from_f32(gpu, &[640], DType::F16, &vec![0.0; 640])?;
+        b.time_op("layer_norm", "4096 tok x 640", 8.0 * 4096.0 * 640.0, || {
+            let _y = layer_norm(gpu, &x, &g, &be, 1e-5)?;
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
