@@ -3,6 +3,7 @@
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod rng;
 
 pub use error::{Error, Result};
 
