@@ -4,6 +4,7 @@ pub mod error;
 pub mod gpu;
 pub mod ops;
 pub mod rng;
+pub mod sampler;
 
 pub use error::{Error, Result};
 

@@ -152,7 +152,7 @@ impl TorchRng {
         for block in data.chunks_exact_mut(16) {
             normal_fill_16(block);
         }
-        if size % 16 != 0 {
+        if !size.is_multiple_of(16) {
             // torch redraws the last 16 values and transforms them again (overlapping the last full block).
             let tail = &mut data[size - 16..];
             for v in tail.iter_mut() {
@@ -178,8 +178,9 @@ fn normal_fill_16(data: &mut [f32]) {
     }
 }
 
-// avx_mathfun.h constants: double literals rounded to float, as `_PS256_CONST` does.
-const SQRTHF: f32 = 0.707106781186547524f64 as f32;
+// avx_mathfun.h constants: double literals rounded to float, as `_PS256_CONST` does (kept verbatim,
+// hence the extra digits).
+const SQRTHF: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32; // cephes_SQRTHF
 const LOG_P: [f32; 9] = [
     7.0376836292E-2f64 as f32,
     -1.1514610310E-1f64 as f32,
@@ -192,11 +193,15 @@ const LOG_P: [f32; 9] = [
     3.3333331174E-1f64 as f32,
 ];
 const LOG_Q1: f32 = -2.12194440e-4f64 as f32;
+#[allow(clippy::excessive_precision)]
 const LOG_Q2: f32 = 0.693359375;
 const MINUS_DP1: f32 = -0.78515625;
+#[allow(clippy::excessive_precision)]
 const MINUS_DP2: f32 = -2.4187564849853515625e-4f64 as f32;
+#[allow(clippy::excessive_precision)]
 const MINUS_DP3: f32 = -3.77489497744594108e-8f64 as f32;
 const SINCOF: [f32; 3] = [-1.9515295891E-4f64 as f32, 8.3321608736E-3f64 as f32, -1.6666654611E-1f64 as f32];
+#[allow(clippy::excessive_precision)]
 const COSCOF: [f32; 3] =
     [2.443315711809948E-005f64 as f32, -1.388731625493765E-003f64 as f32, 4.166664568298827E-002f64 as f32];
 const FOPI: f32 = 1.27323954473516f64 as f32;
