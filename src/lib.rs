@@ -3,6 +3,8 @@
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod rng;
+pub mod sampler;
 
 pub use error::{Error, Result};
 

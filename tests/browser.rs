@@ -113,7 +113,9 @@ fn page_runs_the_engine_on_webgpu() {
             .spawn()
             .unwrap(),
     );
-    let _driver = Killer(Command::new("/usr/bin/chromedriver").arg(format!("--port={drv}")).stdout(Stdio::null()).spawn().unwrap());
+    let _driver = Killer(
+        Command::new("/usr/bin/chromedriver").arg(format!("--port={drv}")).stdout(Stdio::null()).spawn().unwrap(),
+    );
     wait_port(web, "sdxl serve");
     wait_port(drv, "chromedriver");
 
@@ -126,7 +128,8 @@ fn page_runs_the_engine_on_webgpu() {
     let sess = http(drv, "POST", "/session", Some(&caps));
     let id = sess["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {sess}")).to_string();
 
-    let nav = http(drv, "POST", &format!("/session/{id}/url"), Some(&json!({"url": format!("http://127.0.0.1:{web}/")})));
+    let nav =
+        http(drv, "POST", &format!("/session/{id}/url"), Some(&json!({"url": format!("http://127.0.0.1:{web}/")})));
     assert!(nav["value"].is_null(), "navigation failed: {nav}");
     let script = json!({"script": "return [document.body.dataset.state || '', document.body.dataset.error || '', window.sdxlSelfTest || null, window.sdxlDevice || null]", "args": []});
     let t = Instant::now();
