@@ -77,6 +77,10 @@ struct AttnP {
 
 /// softmax(q kᵀ / √D) v per head. q [B, Tq, H·D], k and v [B, Tk, H·D] (one dtype), H = `heads`;
 /// `causal` masks key j > query i (CLIP). Returns [B, Tq, H·D] in q's dtype.
+///
+/// Q and O may exceed the storage binding limit (they are split by query rows); K and V of one
+/// batch element must each fit one binding (Tk·H·D: 16,384 × 512 f32 = 32 MiB for the VAE at
+/// 1024², far below every limit).
 pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
     let d = q.shape().last().copied().unwrap_or(0) / heads.max(1);
     let path = if d == 64 { Path::Fast64 } else { Path::Generic };
