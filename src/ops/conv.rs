@@ -185,3 +185,24 @@ pub fn conv2d(
     }
     Ok(y)
 }
+
+/// Benchmark rows: 3×3 same convolutions at the UNet's three resolutions (f16 activations).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench_rows(b: &mut super::bench::Bench) -> Result<()> {
+    use super::linear::bench_tensor;
+    if !b.wants("conv3x3") {
+        return Ok(());
+    }
+    let gpu = b.gpu;
+    for (ch, res) in [(320usize, 128usize), (640, 64), (1280, 32)] {
+        let x = bench_tensor(gpu, &[1, ch, res, res], DType::F16)?;
+        let w = bench_tensor(gpu, &[ch, ch, 3, 3], DType::F16)?;
+        let bias = bench_tensor(gpu, &[ch], DType::F16)?;
+        let flops = 2.0 * (res * res * ch * ch * 9) as f64;
+        b.time_op("conv3x3", &format!("{ch}->{ch} at {res}x{res}, f16 act"), flops, || {
+            conv2d(gpu, &x, &w, Some(&bias), 1, 1, DType::F16)?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}

@@ -171,3 +171,38 @@ fn run(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: DType, nai
     }
     Ok(y)
 }
+
+/// A deterministic F16 tensor of small values for benchmarks (contents do not affect timing).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn bench_tensor(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 1024.0).collect();
+    Tensor::from_f32(gpu, shape, dtype, &v)
+}
+
+/// Benchmark rows: the naive baseline and the SDXL linear shapes (f16 activations, as the UNet).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench_rows(b: &mut super::bench::Bench) -> Result<()> {
+    let gpu = b.gpu;
+    let shapes: [(&str, usize, usize, usize); 3] =
+        [("naive_matmul", 4096, 640, 640), ("linear", 4096, 640, 640), ("linear", 1024, 1280, 10240)];
+    for (kernel, m, k, n) in shapes {
+        if !b.wants(kernel) {
+            continue;
+        }
+        let x = bench_tensor(gpu, &[m, k], DType::F16)?;
+        let w = bench_tensor(gpu, &[n, k], DType::F16)?;
+        let bias = bench_tensor(gpu, &[n], DType::F16)?;
+        let flops = 2.0 * (m * n * k) as f64;
+        let naive = kernel == "naive_matmul";
+        b.time_op(kernel, &format!("{m}x{k} -> {n}, f16 act"), flops, || {
+            if naive {
+                naive_matmul(gpu, &x, &w, Some(&bias), DType::F16)?;
+            } else {
+                linear(gpu, &x, &w, Some(&bias), DType::F16)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
