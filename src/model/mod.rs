@@ -2,6 +2,7 @@
 //! the original single-file checkpoint keys.
 
 pub mod layers;
+pub mod unet;
 
 pub mod vae;
 
