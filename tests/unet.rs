@@ -86,3 +86,10 @@ fn latent_size_not_multiple_of_downsampling_is_an_error() {
     let e = unet.forward(&gpu, &x, &cond).unwrap_err();
     assert!(e.to_string().contains("multiple of 4"), "{e}");
 }
+
+#[test]
+fn config_is_read_off_the_checkpoint() {
+    let gpu = gpu(true);
+    let weights = upload_weights(&gpu, &fixture("unet.safetensors"));
+    assert_eq!(UNetConfig::from_params(&weights).unwrap(), config());
+}

@@ -16,7 +16,7 @@ const TRANSFORMER_GN_EPS: f32 = 1e-6;
 /// LayerNorms inside transformer blocks.
 const LN_EPS: f32 = 1e-5;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UNetConfig {
     pub in_channels: usize,
     pub out_channels: usize,
@@ -55,6 +55,77 @@ impl UNetConfig {
             add_time_dim: 256,
             norm_groups: 32,
         }
+    }
+
+    /// The architecture read off a checkpoint's tensor shapes (levels, channels, transformer
+    /// depths, context and pooled widths); head dim 64, 256-wide size sinusoids and 32 groups as
+    /// every SDXL-family UNet. Levels are found by probing the ldm key layout.
+    pub fn from_params(params: &dyn Params) -> Result<Self> {
+        let root = Scope::new(params, PREFIX);
+        let shape = |name: &str| -> Result<Vec<usize>> { Ok(params.get(&format!("{PREFIX}{name}"))?.shape().to_vec()) };
+        let conv_in = shape("input_blocks.0.0.weight")?;
+        let out = shape("out.2.weight")?;
+        let (mc, in_channels) = (conv_in[0], conv_in[1]);
+        if mc == 0 {
+            return Err(Error::Weights("UNet: input_blocks.0.0.weight has no output channels".into()));
+        }
+        // ResBlocks per level: consecutive input blocks with a ResBlock before the first downsample.
+        let mut num_res_blocks = 0;
+        while root.has(&format!("input_blocks.{}.0.in_layers.2.weight", num_res_blocks + 1)) {
+            num_res_blocks += 1;
+        }
+        if num_res_blocks == 0 {
+            return Err(Error::Weights("UNet: no ResBlock at input_blocks.1".into()));
+        }
+        let depth_at = |prefix: &str| {
+            let mut d = 0;
+            while root.has(&format!("{prefix}.transformer_blocks.{d}.norm1.weight")) {
+                d += 1;
+            }
+            d
+        };
+        let (mut channel_mult, mut transformer_depth) = (Vec::new(), Vec::new());
+        let mut idx = 1;
+        loop {
+            let w = shape(&format!("input_blocks.{idx}.0.in_layers.2.weight"))?;
+            channel_mult.push(w[0] / mc);
+            transformer_depth.push(depth_at(&format!("input_blocks.{idx}.1")));
+            idx += num_res_blocks;
+            if !root.has(&format!("input_blocks.{idx}.0.op.weight")) {
+                break;
+            }
+            idx += 1;
+        }
+        let transformer_depth_middle = depth_at("middle_block.1");
+        let mut context_dim = 0;
+        for prefix in ["middle_block.1".to_string()]
+            .into_iter()
+            .chain((1..idx + num_res_blocks).map(|i| format!("input_blocks.{i}.1")))
+        {
+            if let Ok(s) = shape(&format!("{prefix}.transformer_blocks.0.attn2.to_k.weight")) {
+                context_dim = s[1];
+                break;
+            }
+        }
+        let add_time_dim = 256;
+        let adm = shape("label_emb.0.0.weight")?[1];
+        let pooled_dim = adm.checked_sub(6 * add_time_dim).ok_or_else(|| {
+            Error::Weights(format!("UNet: label_emb.0.0.weight takes {adm} inputs, fewer than 6 × {add_time_dim}"))
+        })?;
+        Ok(UNetConfig {
+            in_channels,
+            out_channels: out[0],
+            model_channels: mc,
+            channel_mult,
+            num_res_blocks,
+            transformer_depth,
+            transformer_depth_middle,
+            head_dim: 64,
+            context_dim,
+            pooled_dim,
+            add_time_dim,
+            norm_groups: 32,
+        })
     }
 
     fn time_dim(&self) -> usize {
