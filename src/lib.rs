@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod sampler;
