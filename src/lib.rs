@@ -2,6 +2,12 @@
 
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
+pub mod rng;
+pub mod sampler;
 
 pub use error::{Error, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

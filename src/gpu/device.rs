@@ -178,7 +178,8 @@ impl Gpu {
         let shader_f16 = gfeat.contains(wgpu::Features::SHADER_F16);
         let f16 = shader_f16 && !opts.force_f32;
         let info = GpuInfo {
-            name: ai.name.clone(),
+            // Browsers hide the adapter name unless asked; say so rather than print nothing.
+            name: if ai.name.is_empty() { "WebGPU adapter (name not exposed)".into() } else { ai.name.clone() },
             backend: format!("{:?}", ai.backend),
             device_type: format!("{:?}", ai.device_type),
             driver: ai.driver.clone(),
