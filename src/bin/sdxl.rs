@@ -41,6 +41,27 @@ mod cli {
             #[arg(long, default_value = "127.0.0.1")]
             host: String,
         },
+        /// Benchmarks.
+        Bench {
+            #[command(subcommand)]
+            what: BenchWhat,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum BenchWhat {
+        /// Time each kernel at SDXL shapes: ms, GFLOP/s, % of the measured FMA peak.
+        Kernels {
+            /// Print the rows as a JSON list instead of a table.
+            #[arg(long)]
+            json: bool,
+            /// Fewer, shorter runs.
+            #[arg(long)]
+            quick: bool,
+            /// Only kernels whose name contains this (repeatable); the peak always runs.
+            #[arg(long)]
+            only: Vec<String>,
+        },
     }
 
     pub fn main() -> ExitCode {
@@ -57,6 +78,7 @@ mod cli {
         let result = match cli.command {
             Command::Info { json } => info(opts, json),
             Command::Serve { dir, port, host } => serve::run(&dir, &host, port),
+            Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -95,6 +117,19 @@ mod cli {
         );
         println!("  max_compute_workgroups_per_dimension  {}", l.max_compute_workgroups_per_dimension);
         println!("  min_storage_buffer_offset_alignment   {}", l.min_storage_buffer_offset_alignment);
+        Ok(())
+    }
+
+    fn bench_kernels(opts: GpuOptions, json: bool, quick: bool, only: Vec<String>) -> sdxl_web::Result<()> {
+        let gpu = Gpu::new_blocking(opts)?;
+        eprintln!("benchmarking on {} ({} path)", gpu.info.name, gpu.info.compute_path);
+        let mut b = sdxl_web::ops::bench::Bench::new(&gpu, quick, only);
+        b.run()?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&b.rows).expect("rows serialise"));
+        } else {
+            print!("{}", b.table());
+        }
         Ok(())
     }
 

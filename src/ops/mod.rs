@@ -1,5 +1,10 @@
 //! Ops: one Rust file per shader file — shape checks, then dispatch.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+pub mod conv;
+pub mod linear;
+pub mod peak;
 pub mod smoke;
 
 use crate::gpu::Variant;
@@ -10,6 +15,9 @@ pub fn all_variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for f16 in [false, true] {
         v.extend(smoke::variants(f16));
+        v.extend(peak::variants(f16));
+        v.extend(linear::variants(f16));
+        v.extend(conv::variants(f16));
     }
     v
 }
