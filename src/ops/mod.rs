@@ -1,9 +1,12 @@
 //! Ops: one Rust file per shader file — shape checks, then dispatch.
 
+pub mod attention;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod conv;
+pub mod elementwise;
 pub mod linear;
+pub mod norm;
 pub mod peak;
 pub mod smoke;
 
@@ -18,6 +21,9 @@ pub fn all_variants() -> Vec<Variant> {
         v.extend(peak::variants(f16));
         v.extend(linear::variants(f16));
         v.extend(conv::variants(f16));
+        v.extend(elementwise::variants(f16));
+        v.extend(norm::variants(f16));
+        v.extend(attention::variants(f16));
     }
     v
 }
