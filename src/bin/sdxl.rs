@@ -46,6 +46,17 @@ mod cli {
             #[command(subcommand)]
             what: BenchWhat,
         },
+        /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
+        Tokenize {
+            #[arg(long)]
+            prompt: String,
+            /// Rating keyword appended to the prompt: none, sensitive, questionable, explicit.
+            #[arg(long, default_value = "none")]
+            rating: sdxl_web::prompt::Rating,
+            /// `{"clip_l": [[77 ids], ...], "clip_g": [[...], ...]}`.
+            #[arg(long)]
+            json: bool,
+        },
     }
 
     #[derive(Subcommand)]
@@ -61,17 +72,6 @@ mod cli {
             /// Only kernels whose name contains this (repeatable); the peak always runs.
             #[arg(long)]
             only: Vec<String>,
-        },
-        /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
-        Tokenize {
-            #[arg(long)]
-            prompt: String,
-            /// Rating keyword appended to the prompt: none, sensitive, questionable, explicit.
-            #[arg(long, default_value = "none")]
-            rating: sdxl_web::prompt::Rating,
-            /// `{"clip_l": [[77 ids], ...], "clip_g": [[...], ...]}`.
-            #[arg(long)]
-            json: bool,
         },
     }
 
