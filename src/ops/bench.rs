@@ -28,12 +28,8 @@ use crate::gpu::Gpu;
 use crate::Result;
 
 /// The benchmark suites, run in order after the peak measurement.
-pub const SUITES: &[fn(&mut Bench) -> Result<()>] = &[
-    super::linear::bench_rows,
-    super::conv::bench_rows,
-    super::attention::bench_rows,
-    super::norm::bench_rows,
-];
+pub const SUITES: &[fn(&mut Bench) -> Result<()>] =
+    &[super::linear::bench_rows, super::conv::bench_rows, super::attention::bench_rows, super::norm::bench_rows];
 
 /// One line of the table / one object of the JSON list.
 #[derive(Clone, Debug, Serialize)]
