@@ -16,7 +16,9 @@
 //            thread), softmax update per row, then each thread accumulates NS vec4 slots of the
 //            GQ x D output (V read straight from storage, coalesced along D).
 //
-// Bindings (group 0): 0 q (read), 1 k (read), 2 v (read), 3 o (rw), 4 AttnP (uniform).
+// Bindings (group 0): 0 q (read), 1 k (read), 2 v (read), 3 o (rw), 4 state accumulator
+//   [B, Tq, C] f32 (rw), 5 state (max, sum) [B, Tq, H, 2] f32 (rw), 6 AttnP (uniform). The state
+//   is only touched when the keys are split over several dispatches (mode != 0; else a dummy).
 // Dispatch: (ceil((r1 - r0) / rows per workgroup), H, batches) workgroups of 64 threads;
 //   rows per workgroup = 64 (attn64) or GQ (attn_gen). q0/k0/v0/o0 are local (in-window)
 //   indices of q[b0, r0, 0], k[b0, 0, 0], v[b0, 0, 0], o[b0, r0, 0].
@@ -35,16 +37,27 @@ struct AttnP {
     v0: u32,
     o0: u32,
     scale: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
+    // Key split (K/V of one batch element over the binding limit): this dispatch sees keys
+    // k_lo .. k_lo + tk. mode 0: all keys, write o; 1: first part, write the state; 2: middle
+    // part, merge into the state; 3: last part, merge and write o.
+    k_lo: u32,
+    mode: u32,
+    // Local indices of the f32 state for row (b0, r0): accumulator [B, Tq, C] (unnormalised,
+    // relative to the running max) and (max, sum) pairs [B, Tq, H, 2].
+    s0: u32,
+    m0: u32,
+    heads: u32,
+    ml_bstride: u32,
+    _p: u32,
 }
 
 @group(0) @binding(0) var<storage, read> aq: array<u32>;
 @group(0) @binding(1) var<storage, read> ak: array<u32>;
 @group(0) @binding(2) var<storage, read> av: array<u32>;
 @group(0) @binding(3) var<storage, read_write> ao: array<u32>;
-@group(0) @binding(4) var<uniform> p: AttnP;
+@group(0) @binding(4) var<storage, read_write> sacc: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> sml: array<f32>;
+@group(0) @binding(6) var<uniform> p: AttnP;
 
 // Finite stand-in for -inf: exp2(NEG - m) is 0 and NEG - NEG is 0, never NaN.
 const NEG: f32 = -3.0e38;
@@ -87,13 +100,27 @@ fn st4_o(i: u32, v: vec4<f32>) {
     }
 }
 
-// Keys [0, kend) can matter to rows [row_base, row_end): all of them, or with the causal mask
-// only those up to the last row.
+// Local keys [0, kend) can matter to rows [row_base, row_end): all of them, or with the causal
+// mask only those up to the last row.
 fn key_end(row_base: u32, rows: u32) -> u32 {
     if (p.causal != 0u) {
-        return min(p.tk, min(row_base + rows, p.r1));
+        let re = min(row_base + rows, p.r1);
+        return select(0u, min(p.tk, re - p.k_lo), re > p.k_lo);
     }
     return p.tk;
+}
+
+fn masked_key(key: u32, row: u32) -> bool {
+    return key >= p.tk || (p.causal != 0u && p.k_lo + key > row);
+}
+
+// Index of the state accumulator vec4 for (b, row, head h, dims 4c..4c+3).
+fn state_at(b: u32, row: u32, h: u32, c: u32) -> u32 {
+    return (p.s0 + b * p.q_bstride + (row - p.r0) * p.c + h * p.d) / 4u + c;
+}
+
+fn ml_at(b: u32, row: u32, h: u32) -> u32 {
+    return p.m0 + b * p.ml_bstride + ((row - p.r0) * p.heads + h) * 2u;
 }
 
 // ---- D = 64 fast path ----------------------------------------------------------------------------
@@ -144,8 +171,7 @@ fn attn64(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
                 d += f32(dot(q[c], k64[j * 16u + c]));
             }
             let key = t0 + j;
-            let masked = key >= p.tk || (p.causal != 0u && key > row);
-            s[j] = select(d, NEG, masked);
+            s[j] = select(d, NEG, masked_key(key, row));
             mt = max(mt, s[j]);
         }
         let alpha = exp2(m - mt);
@@ -163,12 +189,35 @@ fn attn64(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         }
         m = mt;
     }
-    if (valid) {
-        let oi = p.o0 + b * p.q_bstride + (row - p.r0) * p.c + h * 64u;
-        let inv = 1.0 / l;
+    if (!valid) {
+        return;
+    }
+    if (p.mode >= 2u) {
+        // Merge with the keys of earlier dispatches.
+        let mi = ml_at(b, row, h);
+        let mp = sml[mi];
+        let mm = max(mp, m);
+        let a = exp2(mp - mm);
+        let bb = exp2(m - mm);
         for (var c = 0u; c < 16u; c++) {
-            st4_o(oi + 4u * c, acc[c] * inv);
+            acc[c] = sacc[state_at(b, row, h, c)] * a + acc[c] * bb;
         }
+        l = sml[mi + 1u] * a + l * bb;
+        m = mm;
+    }
+    if (p.mode == 1u || p.mode == 2u) {
+        for (var c = 0u; c < 16u; c++) {
+            sacc[state_at(b, row, h, c)] = acc[c];
+        }
+        let mi = ml_at(b, row, h);
+        sml[mi] = m;
+        sml[mi + 1u] = l;
+        return;
+    }
+    let oi = p.o0 + b * p.q_bstride + (row - p.r0) * p.c + h * 64u;
+    let inv = 1.0 / l;
+    for (var c = 0u; c < 16u; c++) {
+        st4_o(oi + 4u * c, acc[c] * inv);
     }
 }
 
@@ -180,6 +229,7 @@ var<workgroup> gq: array<vec4<at>, GQ * 8u>; // Q chunk: GQ rows x 32 dims
 var<workgroup> gk: array<vec4<at>, GK * 8u>; // K chunk: GK keys x 32 dims
 var<workgroup> gs: array<f32, GQ * GK>; // scores, then probabilities
 var<workgroup> galpha: array<f32, GQ>;
+var<workgroup> gbeta: array<f32, GQ>;
 var<workgroup> gl: array<f32, GQ>;
 
 @compute @workgroup_size(64)
@@ -234,8 +284,7 @@ fn attn_gen(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
             let idx = lid + 64u * e;
             let key = t0 + idx % GK;
             let row = row_base + idx / GK;
-            let masked = key >= p.tk || (p.causal != 0u && key > row);
-            gs[idx] = select(sc[e] * p.scale, NEG, masked);
+            gs[idx] = select(sc[e] * p.scale, NEG, masked_key(key, row));
         }
         workgroupBarrier();
         if (lid < GQ) {
@@ -271,6 +320,26 @@ fn attn_gen(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
         }
     }
     if (lid < GQ) {
+        let row = row_base + lid;
+        var a = 0.0;
+        var bb = 1.0;
+        if (p.mode >= 2u && row < p.r1) {
+            // Merge with the keys of earlier dispatches.
+            let mi = ml_at(b, row, h);
+            let mp = sml[mi];
+            let mm = max(mp, m);
+            a = exp2(mp - mm);
+            bb = exp2(m - mm);
+            l = sml[mi + 1u] * a + l * bb;
+            m = mm;
+        }
+        if ((p.mode == 1u || p.mode == 2u) && row < p.r1) {
+            let mi = ml_at(b, row, h);
+            sml[mi] = m;
+            sml[mi + 1u] = l;
+        }
+        galpha[lid] = a;
+        gbeta[lid] = bb;
         gl[lid] = l;
     }
     workgroupBarrier();
@@ -280,7 +349,15 @@ fn attn_gen(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
         let row = row_base + r;
         if (r < GQ && row < p.r1) {
             let c4 = slot - r * d4;
-            st4_o(p.o0 + b * p.q_bstride + (row - p.r0) * p.c + h * p.d + 4u * c4, acc[i] / gl[r]);
+            var v = acc[i];
+            if (p.mode >= 2u) {
+                v = sacc[state_at(b, row, h, c4)] * galpha[r] + v * gbeta[r];
+            }
+            if (p.mode == 1u || p.mode == 2u) {
+                sacc[state_at(b, row, h, c4)] = v;
+            } else {
+                st4_o(p.o0 + b * p.q_bstride + (row - p.r0) * p.c + h * p.d + 4u * c4, v / gl[r]);
+            }
         }
     }
 }

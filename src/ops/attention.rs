@@ -9,6 +9,15 @@ use crate::{Error, Result};
 /// Largest head dim of the generic path (its accumulators live in registers).
 pub const MAX_HEAD_DIM: usize = 1024;
 
+/// Keys per dispatch at most: longer sequences (the VAE's 16,384 tokens at 1024²) are split and
+/// merged through an f32 state. Bounds one dispatch's run time (browser GPU watchdogs) and stays
+/// under lavapipe's loop-iteration cap (~65,535 per invocation, beyond which it silently skips
+/// iterations): 8192 keys at D = 64 (the UNet's 4,096 keys stay in one dispatch), 1024 at the
+/// VAE's D = 512 (the split costs one f32 state read+write per part, ~1% of the FLOP time).
+pub fn keys_per_dispatch(d: usize) -> u64 {
+    ((1u64 << 19) / d.max(1) as u64).clamp(256, 8192)
+}
+
 /// Which kernel runs a given head dim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -72,15 +81,21 @@ struct AttnP {
     v0: u32,
     o0: u32,
     scale: f32,
-    _p: [u32; 3],
+    k_lo: u32,
+    mode: u32,
+    s0: u32,
+    m0: u32,
+    heads: u32,
+    ml_bstride: u32,
+    _p: u32,
 }
 
 /// softmax(q kᵀ / √D) v per head. q [B, Tq, H·D], k and v [B, Tk, H·D] (one dtype), H = `heads`;
-/// `causal` masks key j > query i (CLIP). Returns [B, Tq, H·D] in q's dtype.
+/// `causal` masks key j > query i (CLIP; torch's top-left alignment). Returns [B, Tq, H·D] in q's dtype.
 ///
-/// Q and O may exceed the storage binding limit (they are split by query rows); K and V of one
-/// batch element must each fit one binding (Tk·H·D: 16,384 × 512 f32 = 32 MiB for the VAE at
-/// 1024², far below every limit).
+/// Any tensor may exceed the storage binding limit: Q and O are split by query rows; K and V,
+/// when one batch element's do not fit a binding (never at SDXL sizes: 16,384 × 512 f32 is
+/// 32 MiB for the VAE at 1024²), by keys, merging the parts' softmax states in f32.
 pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
     let d = q.shape().last().copied().unwrap_or(0) / heads.max(1);
     let path = if d == 64 { Path::Fast64 } else { Path::Generic };
@@ -126,9 +141,6 @@ pub fn attention_with(
     if tk == 0 {
         return Err(Error::Input(format!("{what}: no keys (k {ks:?})")));
     }
-    if causal && tq > tk {
-        return Err(Error::Input(format!("{what}: causal attention with more queries ({tq}) than keys ({tk})")));
-    }
     check_u32(q, what)?;
     check_u32(k, what)?;
     let o = Tensor::empty(gpu, qs, q.dtype())?;
@@ -146,40 +158,88 @@ pub fn attention_with(
     let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
     // K/V of one batch element must fit a binding (Tk·C: 16,384 × 512 f32 is 32 MiB); Q/O are
     // split by query rows.
-    let kv_fits = units_per_window(gpu, tk * c * es, what)?;
-    let rows_per = units_per_window(gpu, c * es, what)?;
-    let all_fit = kv_fits >= b && rows_per >= b * tq;
+    let h = heads as u64;
+    // Keys per dispatch: all of one batch element when its K/V fit a binding and number at most
+    // keys_per_dispatch(D), else parts merged through an f32 state (flash-decoding style split).
+    let keys_per = units_per_window(gpu, c * es, what)?.min(keys_per_dispatch(d)).min(tk);
+    let split_k = keys_per < tk;
+    // Q, O (and the state) are split by query rows.
+    let row_bytes = if split_k { c * es.max(4) } else { c * es };
+    let rows_per = units_per_window(gpu, row_bytes, what)?;
+    let all_fit = !split_k && keys_per * b <= units_per_window(gpu, c * es, what)? && rows_per >= b * tq;
     let batches: Vec<(u64, u64)> = if all_fit { vec![(0, b)] } else { (0..b).map(|i| (i, i + 1)).collect() };
-    let row_step = if all_fit { tq } else { (rows_per / rows_per_wg * rows_per_wg).max(rows_per_wg).min(tq) };
+    let row_step = if all_fit {
+        tq
+    } else if rows_per >= rows_per_wg {
+        rows_per / rows_per_wg * rows_per_wg
+    } else {
+        rows_per
+    };
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as u64 * rows_per_wg;
-    let row_step = row_step.min(max_x);
+    let row_step = row_step.min(max_x).min(tq);
+    let (acc, ml) = if split_k {
+        (
+            Tensor::empty(gpu, &[(b * tq * c) as usize], DType::F32)?,
+            Tensor::empty(gpu, &[(b * tq * h * 2) as usize], DType::F32)?,
+        )
+    } else {
+        // Unused but bound (auto layouts need every binding the shader declares).
+        (Tensor::empty(gpu, &[8], DType::F32)?, Tensor::empty(gpu, &[8], DType::F32)?)
+    };
+    let key_spans: Vec<(u64, u64)> = spans(tk, keys_per).collect();
     for &(b0, b1) in &batches {
-        let kw = window(gpu, k, b0 * tk * c, b1 * tk * c, what)?;
-        let vw = window(gpu, v, b0 * tk * c, b1 * tk * c, what)?;
         for (r0, r1) in spans(tq, row_step) {
             // Rows r0..r1 of every batch in b0..b1 (one batch when split by rows).
             let q_start = b0 * tq * c + r0 * c;
             let q_end = (b1 - 1) * tq * c + r1 * c;
             let qw = window(gpu, q, q_start, q_end, what)?;
             let ow = window(gpu, &o, q_start, q_end, what)?;
-            let p = AttnP {
-                tk: tk as u32,
-                d: d as u32,
-                c: c as u32,
-                causal: causal as u32,
-                r0: r0 as u32,
-                r1: r1 as u32,
-                q_bstride: (tq * c) as u32,
-                kv_bstride: (tk * c) as u32,
-                q0: qw.local(q_start),
-                k0: kw.local(b0 * tk * c),
-                v0: vw.local(b0 * tk * c),
-                o0: ow.local(q_start),
-                scale,
-                _p: [0; 3],
+            let (aw, mw) = if split_k {
+                (
+                    window(gpu, &acc, q_start, q_end, what)?,
+                    window(gpu, &ml, (b0 * tq + r0) * h * 2, (b0 * tq + r1) * h * 2, what)?,
+                )
+            } else {
+                (window(gpu, &acc, 0, 8, what)?, window(gpu, &ml, 0, 8, what)?)
             };
-            let wg = [(r1 - r0).div_ceil(rows_per_wg) as u32, heads as u32, (b1 - b0) as u32];
-            gpu.dispatch(&pipe, &[qw.binding, kw.bind(), vw.bind(), ow.binding], &p, wg)?;
+            for (i, &(k_lo, k_hi)) in key_spans.iter().enumerate() {
+                let last = i + 1 == key_spans.len();
+                let mode = match (split_k, i == 0, last) {
+                    (false, _, _) => 0,
+                    (true, true, _) => 1,
+                    (true, false, false) => 2,
+                    (true, false, true) => 3,
+                };
+                let kstart = b0 * tk * c + k_lo * c;
+                let kend = (b1 - 1) * tk * c + k_hi * c;
+                let kw = window(gpu, k, kstart, kend, what)?;
+                let vw = window(gpu, v, kstart, kend, what)?;
+                let p = AttnP {
+                    tk: (k_hi - k_lo) as u32,
+                    d: d as u32,
+                    c: c as u32,
+                    causal: causal as u32,
+                    r0: r0 as u32,
+                    r1: r1 as u32,
+                    q_bstride: (tq * c) as u32,
+                    kv_bstride: (tk * c) as u32,
+                    q0: qw.local(q_start),
+                    k0: kw.local(kstart),
+                    v0: vw.local(kstart),
+                    o0: ow.local(q_start),
+                    scale,
+                    k_lo: k_lo as u32,
+                    mode,
+                    s0: if split_k { aw.local(q_start) } else { 0 },
+                    m0: if split_k { mw.local((b0 * tq + r0) * h * 2) } else { 0 },
+                    heads: heads as u32,
+                    ml_bstride: (tq * h * 2) as u32,
+                    _p: 0,
+                };
+                let wg = [(r1 - r0).div_ceil(rows_per_wg) as u32, heads as u32, (b1 - b0) as u32];
+                let bindings = [qw.bind(), kw.binding, vw.binding, ow.bind(), aw.bind(), mw.bind()];
+                gpu.dispatch(&pipe, &bindings, &p, wg)?;
+            }
         }
     }
     Ok(o)
