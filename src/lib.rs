@@ -4,8 +4,10 @@ pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod prompt;
 pub mod rng;
 pub mod sampler;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 

@@ -46,6 +46,17 @@ mod cli {
             #[command(subcommand)]
             what: BenchWhat,
         },
+        /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
+        Tokenize {
+            #[arg(long)]
+            prompt: String,
+            /// Rating keyword appended to the prompt: none, sensitive, questionable, explicit.
+            #[arg(long, default_value = "none")]
+            rating: sdxl_web::prompt::Rating,
+            /// `{"clip_l": [[77 ids], ...], "clip_g": [[...], ...]}`.
+            #[arg(long)]
+            json: bool,
+        },
     }
 
     #[derive(Subcommand)]
@@ -79,6 +90,7 @@ mod cli {
             Command::Info { json } => info(opts, json),
             Command::Serve { dir, port, host } => serve::run(&dir, &host, port),
             Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
+            Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +141,32 @@ mod cli {
             println!("{}", serde_json::to_string_pretty(&b.rows).expect("rows serialise"));
         } else {
             print!("{}", b.table());
+        }
+        Ok(())
+    }
+
+    fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {
+        use sdxl_web::prompt::{Chunk, PromptTokens};
+        let toks = sdxl_web::tokenizer::SdxlTokenizers::new()?;
+        let t = PromptTokens::new(prompt, rating, &toks)?;
+        let ids = |c: &[Chunk]| c.iter().map(|c| c.ids.to_vec()).collect::<Vec<_>>();
+        if json {
+            let v = serde_json::json!({ "clip_l": ids(&t.clip_l), "clip_g": ids(&t.clip_g) });
+            println!("{v}");
+            return Ok(());
+        }
+        for (name, chunks) in [("clip_l", &t.clip_l), ("clip_g", &t.clip_g)] {
+            println!("{name}: {} chunk(s)", chunks.len());
+            for (i, c) in chunks.iter().enumerate() {
+                // Up to and including the eos that follows the prompt tokens; the rest is padding.
+                let end = c.ids[1..].iter().position(|&x| x == sdxl_web::tokenizer::EOS).map_or(77, |p| p + 2);
+                let shown: Vec<String> = c.ids[..end].iter().map(|x| x.to_string()).collect();
+                println!("  [{i}] {} tokens: {} + {} pad", end - 2, shown.join(" "), 77 - end);
+                if c.weights.iter().any(|&w| w != 1.0) {
+                    let w: Vec<String> = c.weights[..end].iter().map(|w| format!("{w:.4}")).collect();
+                    println!("      weights: {}", w.join(" "));
+                }
+            }
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
-//! Models (CLIP, UNet, VAE) written against `crate::ops` only; module and parameter names mirror
-//! the original single-file checkpoint keys.
+//! Models written against `crate::ops` only: the SDXL text encoders (CLIP-L, OpenCLIP bigG), the
+//! UNet and the VAE decoder. Module and parameter names mirror the single-file checkpoint keys.
 
+pub mod clip;
 pub mod layers;
 pub mod unet;
-
 pub mod vae;
 
 use std::collections::HashMap;
@@ -11,14 +11,16 @@ use std::collections::HashMap;
 use crate::gpu::Tensor;
 use crate::{Error, Result};
 
-/// Weights by canonical name: the full single-file key (e.g.
-/// `model.diffusion_model.input_blocks.0.0.weight`).
+/// Named weights on the GPU. Names are canonical: full single-file checkpoint keys, e.g.
+/// `model.diffusion_model.input_blocks.0.0.weight` or
+/// `conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight`.
 pub trait Params {
+    /// The tensor called `name`; an error naming it when absent.
     fn get(&self, name: &str) -> Result<&Tensor>;
 }
 
 impl Params for HashMap<String, Tensor> {
     fn get(&self, name: &str) -> Result<&Tensor> {
-        HashMap::get(self, name).ok_or_else(|| Error::Weights(format!("missing tensor `{name}`")))
+        HashMap::get(self, name).ok_or_else(|| Error::Weights(format!("checkpoint has no tensor `{name}`")))
     }
 }
