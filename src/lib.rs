@@ -2,8 +2,14 @@
 
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod prompt;
+pub mod rng;
+pub mod sampler;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
