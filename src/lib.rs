@@ -2,7 +2,15 @@
 
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
+pub mod prompt;
+pub mod rng;
+pub mod sampler;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

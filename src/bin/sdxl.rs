@@ -49,6 +49,48 @@ mod cli {
             #[command(subcommand)]
             command: DevCommand,
         },
+        /// Serve a folder over HTTP on 127.0.0.1 (static files, Range requests; for www/).
+        Serve {
+            #[arg(long, default_value = "www")]
+            dir: std::path::PathBuf,
+            #[arg(long, default_value_t = 8080)]
+            port: u16,
+            #[arg(long, default_value = "127.0.0.1")]
+            host: String,
+        },
+        /// Benchmarks.
+        Bench {
+            #[command(subcommand)]
+            what: BenchWhat,
+        },
+        /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
+        Tokenize {
+            /// Prompt text; A1111 emphasis `(x)`, `[x]`, `(x:1.3)`, `\(` and `BREAK` apply.
+            #[arg(long)]
+            prompt: String,
+            /// Rating keyword appended to the prompt: none, sensitive, questionable, explicit.
+            #[arg(long, default_value = "none")]
+            rating: sdxl_web::prompt::Rating,
+            /// `{"clip_l": [[77 ids], ...], "clip_g": [[...], ...]}`.
+            #[arg(long)]
+            json: bool,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum BenchWhat {
+        /// Time each kernel at SDXL shapes: ms, GFLOP/s, % of the measured FMA peak.
+        Kernels {
+            /// Print the rows as a JSON list instead of a table.
+            #[arg(long)]
+            json: bool,
+            /// Fewer, shorter runs.
+            #[arg(long)]
+            quick: bool,
+            /// Only kernels whose name contains this (repeatable); the peak always runs.
+            #[arg(long)]
+            only: Vec<String>,
+        },
     }
 
     #[derive(Subcommand)]
@@ -98,6 +140,9 @@ mod cli {
             Command::Dev { command: DevCommand::Load { model, vae, sink, chunk_mib } } => {
                 dev_load(opts, &model, vae.as_deref(), &sink, chunk_mib)
             }
+            Command::Serve { dir, port, host } => serve::run(&dir, &host, port),
+            Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
+            Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +182,68 @@ mod cli {
         println!("  max_compute_workgroups_per_dimension  {}", l.max_compute_workgroups_per_dimension);
         println!("  min_storage_buffer_offset_alignment   {}", l.min_storage_buffer_offset_alignment);
         Ok(())
+    }
+
+    fn bench_kernels(opts: GpuOptions, json: bool, quick: bool, only: Vec<String>) -> sdxl_web::Result<()> {
+        let gpu = Gpu::new_blocking(opts)?;
+        eprintln!("benchmarking on {} ({} path)", gpu.info.name, gpu.info.compute_path);
+        let mut b = sdxl_web::ops::bench::Bench::new(&gpu, quick, only);
+        b.run()?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&b.rows).expect("rows serialise"));
+        } else {
+            print!("{}", b.table());
+        }
+        Ok(())
+    }
+
+    fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {
+        use sdxl_web::prompt::{Chunk, PromptTokens};
+        use sdxl_web::tokenizer::{CONTEXT_LEN, EOS};
+        use std::fmt::Write as _;
+
+        // A struct, not json!(), so "clip_l" comes first.
+        #[derive(serde::Serialize)]
+        struct Out {
+            clip_l: Vec<Vec<u32>>,
+            clip_g: Vec<Vec<u32>>,
+        }
+        let toks = sdxl_web::tokenizer::SdxlTokenizers::new()?;
+        let t = PromptTokens::new(prompt, rating, &toks)?;
+        let ids = |c: &[Chunk]| c.iter().map(|c| c.ids.to_vec()).collect::<Vec<_>>();
+        let mut s = String::new();
+        if json {
+            let out = Out { clip_l: ids(&t.clip_l), clip_g: ids(&t.clip_g) };
+            s = serde_json::to_string(&out).map_err(|e| sdxl_web::Error::Input(e.to_string()))?;
+            s.push('\n');
+        } else {
+            for (name, chunks) in [("clip_l", &t.clip_l), ("clip_g", &t.clip_g)] {
+                let _ = writeln!(s, "{name}: {} chunk(s)", chunks.len());
+                for (i, c) in chunks.iter().enumerate() {
+                    // Up to and including the first eos (the one the encoders pool at); the rest is padding.
+                    let end = c.ids[1..].iter().position(|&x| x == EOS).map_or(CONTEXT_LEN, |p| p + 2);
+                    let shown: Vec<String> = c.ids[..end].iter().map(|x| x.to_string()).collect();
+                    let _ = writeln!(s, "  [{i}] {} tokens: {} + {} pad", end - 2, shown.join(" "), CONTEXT_LEN - end);
+                    if c.weights.iter().any(|&w| w != 1.0) {
+                        let w: Vec<String> = c.weights[..end].iter().map(|w| format!("{w:.4}")).collect();
+                        let _ = writeln!(s, "      weights: {}", w.join(" "));
+                    }
+                }
+            }
+        }
+        print_out(&s)
+    }
+
+    /// Write to stdout; a closed pipe (`| head`) is not an error, and never a panic.
+    fn print_out(s: &str) -> sdxl_web::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(sdxl_web::Error::Io { path: "stdout".into(), source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn yes(b: bool) -> &'static str {
@@ -256,5 +363,184 @@ mod cli {
             read as f64 / s / (1 << 20) as f64
         );
         Ok(())
+    }
+
+    /// A small static file server: enough for the page, the wasm and multi-GB checkpoints
+    /// (Range requests, so the browser can resume a download).
+    mod serve {
+        use std::fs::File;
+        use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::path::{Component, Path, PathBuf};
+
+        use sdxl_web::{Error, Result};
+
+        pub fn run(dir: &Path, host: &str, port: u16) -> Result<()> {
+            let root = dir.canonicalize().map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+            let listener =
+                TcpListener::bind((host, port)).map_err(|e| Error::Io { path: format!("{host}:{port}"), source: e })?;
+            let addr = listener.local_addr().map_err(|e| Error::Io { path: format!("{host}:{port}"), source: e })?;
+            println!("serving {} at http://{addr}/", root.display());
+            for stream in listener.incoming().flatten() {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let _ = handle(stream, &root);
+                });
+            }
+            Ok(())
+        }
+
+        fn mime(p: &Path) -> &'static str {
+            match p.extension().and_then(|e| e.to_str()).unwrap_or("") {
+                "html" => "text/html; charset=utf-8",
+                "js" | "mjs" => "text/javascript; charset=utf-8",
+                "wasm" => "application/wasm",
+                "json" => "application/json",
+                "css" => "text/css",
+                "png" => "image/png",
+                "ts" => "text/plain; charset=utf-8",
+                _ => "application/octet-stream",
+            }
+        }
+
+        /// Map a URL path to a file under `root`, refusing `..` and absolute components.
+        fn resolve(root: &Path, url: &str) -> Option<PathBuf> {
+            let path = url.split(['?', '#']).next().unwrap_or("/");
+            let decoded = percent_decode(path)?;
+            let mut out = root.to_path_buf();
+            for c in Path::new(decoded.trim_start_matches('/')).components() {
+                match c {
+                    Component::Normal(s) => out.push(s),
+                    Component::CurDir => {}
+                    _ => return None,
+                }
+            }
+            if out.is_dir() {
+                out.push("index.html");
+            }
+            Some(out)
+        }
+
+        fn percent_decode(s: &str) -> Option<String> {
+            let b = s.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' {
+                    let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(h, 16).ok()?);
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).ok()
+        }
+
+        /// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a file of `len` bytes.
+        fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
+            let r = v.trim().strip_prefix("bytes=")?;
+            let (a, b) = r.split_once('-')?;
+            let (start, end) = if a.is_empty() {
+                let n: u64 = b.parse().ok()?;
+                (len.saturating_sub(n), len.checked_sub(1)?)
+            } else {
+                let s: u64 = a.parse().ok()?;
+                let e =
+                    if b.is_empty() { len.checked_sub(1)? } else { b.parse::<u64>().ok()?.min(len.checked_sub(1)?) };
+                (s, e)
+            };
+            (start <= end && end < len).then_some((start, end))
+        }
+
+        fn handle(stream: TcpStream, root: &Path) -> std::io::Result<()> {
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let mut out = stream;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                let mut parts = line.split_whitespace();
+                let (method, url) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/").to_string());
+                let mut range = None;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("range") {
+                            range = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                let cors = "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges\r\n";
+                let file = resolve(root, &url).and_then(|p| File::open(&p).ok().map(|f| (p, f)));
+                let Some((path, mut f)) = file.filter(|(p, _)| p.is_file()) else {
+                    let body = b"not found\n";
+                    write!(
+                        out,
+                        "HTTP/1.1 404 Not Found\r\n{cors}Content-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
+                        body.len()
+                    )?;
+                    out.write_all(body)?;
+                    continue;
+                };
+                if method != "GET" && method != "HEAD" {
+                    write!(out, "HTTP/1.1 405 Method Not Allowed\r\n{cors}Content-Length: 0\r\n\r\n")?;
+                    continue;
+                }
+                let len = f.metadata()?.len();
+                let (status, start, end) = match range.as_deref().map(|r| parse_range(r, len)) {
+                    None => ("200 OK", 0, len.saturating_sub(1)),
+                    Some(Some((s, e))) => ("206 Partial Content", s, e),
+                    Some(None) => {
+                        write!(out, "HTTP/1.1 416 Range Not Satisfiable\r\n{cors}Content-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n")?;
+                        continue;
+                    }
+                };
+                let n = if len == 0 { 0 } else { end - start + 1 };
+                let mut head = format!(
+                    "HTTP/1.1 {status}\r\n{cors}Content-Type: {}\r\nContent-Length: {n}\r\nAccept-Ranges: bytes\r\nCache-Control: no-cache\r\n",
+                    mime(&path)
+                );
+                if status.starts_with("206") {
+                    head += &format!("Content-Range: bytes {start}-{end}/{len}\r\n");
+                }
+                out.write_all(head.as_bytes())?;
+                out.write_all(b"\r\n")?;
+                if method == "GET" && n > 0 {
+                    f.seek(SeekFrom::Start(start))?;
+                    std::io::copy(&mut (&mut f).take(n), &mut out)?;
+                }
+                out.flush()?;
+            }
+        }
+
+        #[cfg(test)]
+        mod tests {
+            use super::*;
+
+            #[test]
+            fn ranges() {
+                assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+                assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+                assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+                assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+                assert_eq!(parse_range("bytes=100-", 100), None);
+                assert_eq!(parse_range("bytes=5-4", 100), None);
+                assert_eq!(parse_range("items=0-1", 100), None);
+            }
+
+            #[test]
+            fn no_escape_from_root() {
+                let root = Path::new("/srv/www");
+                assert_eq!(resolve(root, "/../etc/passwd"), None);
+                assert_eq!(resolve(root, "/%2e%2e/etc/passwd"), None);
+                assert_eq!(resolve(root, "/pkg/a.js?x=1"), Some(PathBuf::from("/srv/www/pkg/a.js")));
+            }
+        }
     }
 }

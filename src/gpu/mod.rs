@@ -7,6 +7,7 @@ mod device;
 mod pool;
 pub mod registry;
 mod tensor;
+mod timing;
 
 pub use device::{Gpu, GpuInfo, GpuOptions, LimitsInfo};
 pub use registry::{Def, Variant};

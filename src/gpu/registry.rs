@@ -27,7 +27,19 @@ macro_rules! shader {
 }
 
 /// Every shader file; `tests/shaders.rs` checks this list matches the `shaders/` folder.
-pub static SHADERS: &[ShaderFile] = &[shader!("smoke")];
+pub static SHADERS: &[ShaderFile] = &[
+    shader!("smoke"),
+    shader!("peak"),
+    shader!("matmul"),
+    shader!("conv"),
+    shader!("elementwise"),
+    shader!("norm"),
+    shader!("attention"),
+];
+
+/// Shaders whose kernels keep every buffer index in range by their own logic (tested in
+/// tests/ops_*.rs), compiled natively without wgpu's runtime bounds checks (`Gpu::pipeline`).
+pub static TRUSTED: &[&str] = &["peak", "matmul", "conv"];
 
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|s| s.name == name).map(|s| s.source)

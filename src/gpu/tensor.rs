@@ -39,6 +39,8 @@ impl std::fmt::Debug for Tensor {
 
 impl Tensor {
     /// An uninitialised tensor (contents are whatever the pooled buffer held).
+    // wgpu's web types are !Send; wasm32 is single-threaded, so the Arc is only an Rc there.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let bytes = (n as u64 * dtype.size() as u64).next_multiple_of(4);

@@ -216,3 +216,9 @@ impl Weights {
         self.map.is_empty()
     }
 }
+
+impl crate::model::Params for Weights {
+    fn get(&self, name: &str) -> Result<&Tensor> {
+        Weights::get(self, name)
+    }
+}

@@ -1,0 +1,357 @@
+//! SDXL UNet (ldm naming under `model.diffusion_model.`), config-driven so the small test model
+//! and SDXL share one code path. Activations are F16 on the f16 path, F32 otherwise.
+//!
+//! Shapes in comments are SDXL at 1024² with CFG (B = 2, latent 128², 320/640/1280 channels).
+
+use super::layers::{conv, group_norm, layer_norm, lin, Scope};
+use super::Params;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::ops::{attention, elementwise as ew};
+use crate::{Error, Result};
+
+/// ResBlock and output group norms (diffusers `norm_eps`).
+const RES_EPS: f32 = 1e-5;
+/// The transformer's input group norm.
+const TRANSFORMER_GN_EPS: f32 = 1e-6;
+/// LayerNorms inside transformer blocks.
+const LN_EPS: f32 = 1e-5;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UNetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// Channels of level 0 (`block_out_channels[0]`); also the timestep sinusoid width.
+    pub model_channels: usize,
+    pub channel_mult: Vec<usize>,
+    /// ResBlocks per down level (up levels have one more).
+    pub num_res_blocks: usize,
+    /// Transformer blocks per SpatialTransformer at each level; 0 = no attention there.
+    pub transformer_depth: Vec<usize>,
+    pub transformer_depth_middle: usize,
+    /// Heads = channels / head_dim.
+    pub head_dim: usize,
+    pub context_dim: usize,
+    /// Width of the pooled text embedding (1280 for SDXL).
+    pub pooled_dim: usize,
+    /// Sinusoid width per size/crop value (256).
+    pub add_time_dim: usize,
+    pub norm_groups: usize,
+}
+
+impl UNetConfig {
+    /// SDXL 1.0 base.
+    pub fn sdxl() -> Self {
+        UNetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            model_channels: 320,
+            channel_mult: vec![1, 2, 4],
+            num_res_blocks: 2,
+            transformer_depth: vec![0, 2, 10],
+            transformer_depth_middle: 10,
+            head_dim: 64,
+            context_dim: 2048,
+            pooled_dim: 1280,
+            add_time_dim: 256,
+            norm_groups: 32,
+        }
+    }
+
+    /// The architecture read off a checkpoint's tensor shapes (levels, channels, transformer
+    /// depths, context and pooled widths); head dim 64, 256-wide size sinusoids and 32 groups as
+    /// every SDXL-family UNet. Levels are found by probing the ldm key layout.
+    pub fn from_params(params: &dyn Params) -> Result<Self> {
+        let root = Scope::new(params, PREFIX);
+        let shape = |name: &str| -> Result<Vec<usize>> { Ok(params.get(&format!("{PREFIX}{name}"))?.shape().to_vec()) };
+        let conv_in = shape("input_blocks.0.0.weight")?;
+        let out = shape("out.2.weight")?;
+        let (mc, in_channels) = (conv_in[0], conv_in[1]);
+        if mc == 0 {
+            return Err(Error::Weights("UNet: input_blocks.0.0.weight has no output channels".into()));
+        }
+        // ResBlocks per level: consecutive input blocks with a ResBlock before the first downsample.
+        let mut num_res_blocks = 0;
+        while root.has(&format!("input_blocks.{}.0.in_layers.2.weight", num_res_blocks + 1)) {
+            num_res_blocks += 1;
+        }
+        if num_res_blocks == 0 {
+            return Err(Error::Weights("UNet: no ResBlock at input_blocks.1".into()));
+        }
+        let depth_at = |prefix: &str| {
+            let mut d = 0;
+            while root.has(&format!("{prefix}.transformer_blocks.{d}.norm1.weight")) {
+                d += 1;
+            }
+            d
+        };
+        let (mut channel_mult, mut transformer_depth) = (Vec::new(), Vec::new());
+        let mut idx = 1;
+        loop {
+            let w = shape(&format!("input_blocks.{idx}.0.in_layers.2.weight"))?;
+            channel_mult.push(w[0] / mc);
+            transformer_depth.push(depth_at(&format!("input_blocks.{idx}.1")));
+            idx += num_res_blocks;
+            if !root.has(&format!("input_blocks.{idx}.0.op.weight")) {
+                break;
+            }
+            idx += 1;
+        }
+        let transformer_depth_middle = depth_at("middle_block.1");
+        let mut context_dim = 0;
+        for prefix in ["middle_block.1".to_string()]
+            .into_iter()
+            .chain((1..idx + num_res_blocks).map(|i| format!("input_blocks.{i}.1")))
+        {
+            if let Ok(s) = shape(&format!("{prefix}.transformer_blocks.0.attn2.to_k.weight")) {
+                context_dim = s[1];
+                break;
+            }
+        }
+        let add_time_dim = 256;
+        let adm = shape("label_emb.0.0.weight")?[1];
+        let pooled_dim = adm.checked_sub(6 * add_time_dim).ok_or_else(|| {
+            Error::Weights(format!("UNet: label_emb.0.0.weight takes {adm} inputs, fewer than 6 × {add_time_dim}"))
+        })?;
+        Ok(UNetConfig {
+            in_channels,
+            out_channels: out[0],
+            model_channels: mc,
+            channel_mult,
+            num_res_blocks,
+            transformer_depth,
+            transformer_depth_middle,
+            head_dim: 64,
+            context_dim,
+            pooled_dim,
+            add_time_dim,
+            norm_groups: 32,
+        })
+    }
+
+    fn time_dim(&self) -> usize {
+        self.model_channels * 4
+    }
+
+    /// label_emb input: pooled + 6 sinusoids (2816 for SDXL).
+    pub fn adm_in_channels(&self) -> usize {
+        self.pooled_dim + 6 * self.add_time_dim
+    }
+}
+
+/// Per-call conditioning.
+pub struct Cond<'t> {
+    /// One timestep per batch element.
+    pub timesteps: &'t [f32],
+    /// [B, T, context_dim].
+    pub context: &'t Tensor,
+    /// [B, pooled_dim].
+    pub pooled: &'t Tensor,
+    /// B × (original h, w, crop top, left, target h, w), in pixels.
+    pub time_ids: &'t [[f32; 6]],
+}
+
+pub struct UNet<'a> {
+    pub config: UNetConfig,
+    params: &'a dyn Params,
+}
+
+const PREFIX: &str = "model.diffusion_model.";
+
+struct Ctx<'g> {
+    gpu: &'g Gpu,
+    groups: usize,
+    head_dim: usize,
+    /// SiLU(emb) [B, time_dim], shared by every ResBlock's emb_layers.
+    emb: Tensor,
+    context: Tensor,
+}
+
+impl Ctx<'_> {
+    /// ResBlock: in_layers (GN+SiLU, conv) + emb_layers (SiLU, linear) → out_layers (GN+SiLU,
+    /// dropout, conv) + skip (1×1 skip_connection when channels change).
+    fn resblock(&self, s: Scope, x: &Tensor, out_ch: usize) -> Result<Tensor> {
+        let gpu = self.gpu;
+        let in_ch = x.shape()[1];
+        let b = x.shape()[0];
+        let h = group_norm(gpu, s.sub("in_layers.0").scope(), x, self.groups, RES_EPS, true)?;
+        let h = conv(gpu, s.sub("in_layers.2").scope(), &h, out_ch, 3, 1)?;
+        let e = lin(gpu, s.sub("emb_layers.1").scope(), &self.emb, out_ch, true)?; // [B, out]
+        let h = ew::add(gpu, &h, &e.reshape(&[b, out_ch, 1, 1])?)?;
+        let h = group_norm(gpu, s.sub("out_layers.0").scope(), &h, self.groups, RES_EPS, true)?;
+        let h = conv(gpu, s.sub("out_layers.3").scope(), &h, out_ch, 3, 1)?;
+        let skip =
+            if in_ch != out_ch { conv(gpu, s.sub("skip_connection").scope(), x, out_ch, 1, 1)? } else { x.clone() };
+        ew::add(gpu, &skip, &h)
+    }
+
+    /// to_q/to_k/to_v (no bias) → attention → to_out.0.
+    fn attn(&self, s: Scope, x: &Tensor, kv: &Tensor) -> Result<Tensor> {
+        let gpu = self.gpu;
+        let c = *x.shape().last().unwrap_or(&0);
+        let q = lin(gpu, s.sub("to_q").scope(), x, c, false)?;
+        let k = lin(gpu, s.sub("to_k").scope(), kv, c, false)?;
+        let v = lin(gpu, s.sub("to_v").scope(), kv, c, false)?;
+        let heads = c / self.head_dim;
+        let a = attention::attention(gpu, &q, &k, &v, heads.max(1), false)?;
+        lin(gpu, s.sub("to_out.0").scope(), &a, c, true)
+    }
+
+    /// SpatialTransformer with linear proj_in/out: GN → tokens → proj_in → blocks → proj_out →
+    /// NCHW + x.
+    fn transformer(&self, s: Scope, x: &Tensor, depth: usize) -> Result<Tensor> {
+        let gpu = self.gpu;
+        let (c, hh, ww) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+        if !c.is_multiple_of(self.head_dim) {
+            return Err(Error::Input(format!("UNet: {c} channels do not split into heads of {}", self.head_dim)));
+        }
+        let n = group_norm(gpu, s.sub("norm").scope(), x, self.groups, TRANSFORMER_GN_EPS, false)?;
+        let t = ew::nchw_to_tokens(gpu, &n)?; // [B, H·W, C]
+        let mut h = lin(gpu, s.sub("proj_in").scope(), &t, c, true)?;
+        for k in 0..depth {
+            let sb = s.sub(&format!("transformer_blocks.{k}"));
+            let b = sb.scope();
+            let n1 = layer_norm(gpu, b.sub("norm1").scope(), &h, LN_EPS)?;
+            h = ew::add(gpu, &h, &self.attn(b.sub("attn1").scope(), &n1, &n1)?)?;
+            let n2 = layer_norm(gpu, b.sub("norm2").scope(), &h, LN_EPS)?;
+            h = ew::add(gpu, &h, &self.attn(b.sub("attn2").scope(), &n2, &self.context)?)?;
+            let n3 = layer_norm(gpu, b.sub("norm3").scope(), &h, LN_EPS)?;
+            let ff = lin(gpu, b.sub("ff.net.0.proj").scope(), &n3, 8 * c, true)?; // GEGLU: [.., 2·4C]
+            let ff = ew::geglu(gpu, &ff)?;
+            h = ew::add(gpu, &h, &lin(gpu, b.sub("ff.net.2").scope(), &ff, c, true)?)?;
+        }
+        let o = lin(gpu, s.sub("proj_out").scope(), &h, c, true)?;
+        ew::add(gpu, &ew::tokens_to_nchw(gpu, &o, hh, ww)?, x)
+    }
+}
+
+impl<'a> UNet<'a> {
+    pub fn new(config: UNetConfig, params: &'a dyn Params) -> Result<Self> {
+        let c = &config;
+        if c.channel_mult.is_empty() || c.transformer_depth.len() != c.channel_mult.len() || c.head_dim == 0 {
+            return Err(Error::Input(format!(
+                "UNet config: channel_mult {:?} and transformer_depth {:?} must be non-empty and of equal length",
+                c.channel_mult, c.transformer_depth
+            )));
+        }
+        Ok(UNet { config, params })
+    }
+
+    /// ε (or v) prediction for latents x [B, in, h, w] (F16 or F32): [B, out, h, w] in the
+    /// activation dtype (F16 on the f16 path).
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, cond: &Cond) -> Result<Tensor> {
+        let cfg = &self.config;
+        let act = if gpu.f16 { DType::F16 } else { DType::F32 };
+        let xs = x.shape();
+        let levels = cfg.channel_mult.len();
+        let factor = 1usize << (levels - 1);
+        if xs.len() != 4 || xs[1] != cfg.in_channels || xs[2] == 0 || xs[3] == 0 {
+            return Err(Error::Input(format!("UNet: latents must be [B, {}, h, w], got {xs:?}", cfg.in_channels)));
+        }
+        if !xs[2].is_multiple_of(factor) || !xs[3].is_multiple_of(factor) {
+            return Err(Error::Input(format!(
+                "UNet: latent size {}x{} must be a multiple of {factor} (image sizes a multiple of {})",
+                xs[2],
+                xs[3],
+                8 * factor
+            )));
+        }
+        let b = xs[0];
+        let cs = cond.context.shape();
+        if cond.timesteps.len() != b || cond.time_ids.len() != b {
+            return Err(Error::Input(format!(
+                "UNet: batch {b} needs {b} timesteps and time_ids, got {} and {}",
+                cond.timesteps.len(),
+                cond.time_ids.len()
+            )));
+        }
+        if cs.len() != 3 || cs[0] != b || cs[2] != cfg.context_dim {
+            return Err(Error::Input(format!("UNet: context must be [{b}, T, {}], got {cs:?}", cfg.context_dim)));
+        }
+        if cond.pooled.shape() != [b, cfg.pooled_dim] {
+            return Err(Error::Input(format!(
+                "UNet: pooled must be [{b}, {}], got {:?}",
+                cfg.pooled_dim,
+                cond.pooled.shape()
+            )));
+        }
+        let root = Scope::new(self.params, PREFIX);
+        let td = cfg.time_dim();
+
+        // Time embedding: sinusoid(t, 320) → linear, SiLU, linear. [B, 1280]
+        let temb = ew::timestep_embedding(gpu, cond.timesteps, cfg.model_channels, act)?;
+        let temb = lin(gpu, root.sub("time_embed.0").scope(), &temb, td, true)?;
+        let temb = lin(gpu, root.sub("time_embed.2").scope(), &ew::silu(gpu, &temb)?, td, true)?;
+        // Add embedding: [pooled, sinusoid(time_ids, 256) ×6] [B, 2816] → linear, SiLU, linear.
+        let ids: Vec<f32> = cond.time_ids.iter().flatten().copied().collect();
+        let tid = ew::timestep_embedding(gpu, &ids, cfg.add_time_dim, act)?.reshape(&[b, 6 * cfg.add_time_dim])?;
+        let pooled = ew::cast(gpu, cond.pooled, act)?;
+        let adm = ew::concat_channels(gpu, &[&pooled, &tid])?;
+        let aemb = lin(gpu, root.sub("label_emb.0.0").scope(), &adm, td, true)?;
+        let aemb = lin(gpu, root.sub("label_emb.0.2").scope(), &ew::silu(gpu, &aemb)?, td, true)?;
+        let emb = ew::add(gpu, &temb, &aemb)?;
+
+        let ctx = Ctx {
+            gpu,
+            groups: cfg.norm_groups,
+            head_dim: cfg.head_dim,
+            emb: ew::silu(gpu, &emb)?,
+            context: ew::cast(gpu, cond.context, act)?,
+        };
+        let block = |i: usize, j: usize| root.sub(&format!("input_blocks.{i}.{j}"));
+
+        // Down path; every block's output is kept for the skip connections.
+        let x = ew::cast(gpu, x, act)?;
+        let mut h = conv(gpu, block(0, 0).scope(), &x, cfg.model_channels, 3, 1)?; // [2, 320, 128, 128]
+        let mut skips = vec![h.clone()];
+        let mut idx = 1;
+        for (level, &mult) in cfg.channel_mult.iter().enumerate() {
+            let ch = cfg.model_channels * mult;
+            for _ in 0..cfg.num_res_blocks {
+                h = ctx.resblock(block(idx, 0).scope(), &h, ch)?;
+                if cfg.transformer_depth[level] > 0 {
+                    h = ctx.transformer(block(idx, 1).scope(), &h, cfg.transformer_depth[level])?;
+                }
+                skips.push(h.clone());
+                idx += 1;
+            }
+            if level + 1 != levels {
+                // Downsample: 3×3 stride-2 conv ("op").
+                h = conv(gpu, root.sub(&format!("input_blocks.{idx}.0.op")).scope(), &h, ch, 3, 2)?;
+                skips.push(h.clone());
+                idx += 1;
+            }
+        }
+
+        // Middle: [2, 1280, 32, 32]
+        let top = cfg.model_channels * cfg.channel_mult[levels - 1];
+        h = ctx.resblock(root.sub("middle_block.0").scope(), &h, top)?;
+        h = ctx.transformer(root.sub("middle_block.1").scope(), &h, cfg.transformer_depth_middle)?;
+        h = ctx.resblock(root.sub("middle_block.2").scope(), &h, top)?;
+
+        // Up path: concatenate the matching skip, ResBlock (+ transformer), upsample at level ends.
+        let mut idx = 0;
+        for level in (0..levels).rev() {
+            let ch = cfg.model_channels * cfg.channel_mult[level];
+            let depth = cfg.transformer_depth[level];
+            for j in 0..=cfg.num_res_blocks {
+                let skip = skips.pop().ok_or_else(|| Error::Input("UNet: skip stack underflow".into()))?;
+                h = ew::concat_channels(gpu, &[&h, &skip])?;
+                let ob = |k: usize| root.sub(&format!("output_blocks.{idx}.{k}"));
+                h = ctx.resblock(ob(0).scope(), &h, ch)?;
+                if depth > 0 {
+                    h = ctx.transformer(ob(1).scope(), &h, depth)?;
+                }
+                if level != 0 && j == cfg.num_res_blocks {
+                    h = ew::upsample_nearest_2x(gpu, &h)?;
+                    let k = if depth > 0 { 2 } else { 1 };
+                    h = conv(gpu, root.sub(&format!("output_blocks.{idx}.{k}.conv")).scope(), &h, ch, 3, 1)?;
+                }
+                idx += 1;
+            }
+        }
+
+        // out: GN + SiLU, conv → [2, 4, 128, 128]
+        h = group_norm(gpu, root.sub("out.0").scope(), &h, cfg.norm_groups, RES_EPS, true)?;
+        conv(gpu, root.sub("out.2").scope(), &h, cfg.out_channels, 3, 1)
+    }
+}
