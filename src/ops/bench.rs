@@ -2,7 +2,7 @@
 //! device's FMA peak measured by `ops::peak` in the same run. Native only (wall clock).
 //!
 //! Adding rows from another op file (the API other kernels use):
-//! ```ignore
+//! ```text
 //! #[cfg(not(target_arch = "wasm32"))]
 //! pub fn bench_rows(b: &mut crate::ops::bench::Bench) -> crate::Result<()> {
 //!     if !b.wants("attention") { return Ok(()); }          // honour `--only`, skip setup
