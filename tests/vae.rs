@@ -46,7 +46,7 @@ fn run(force_f32: bool) {
     );
     assert!(err <= tol, "VAE decode differs from diffusers by {err} > {tol}");
 
-    let rgb = to_rgb8(&gpu, &img).unwrap();
+    let rgb = pollster::block_on(to_rgb8(&gpu, &img)).unwrap();
     let (h, w) = (is[2], is[3]);
     let mut worst = 0u8;
     let mut sum = 0u64;

@@ -125,13 +125,13 @@ impl<'a> VaeDecoder<'a> {
 /// Image [B, 3, H, W] in [-1, 1] → interleaved RGB u8 per image, as diffusers' image processor:
 /// `(x / 2 + 0.5).clamp(0, 1)`, then `(x · 255).round()` (numpy: ties to even). Fails with `Error::Numeric` on any
 /// non-finite value (an overflow upstream) instead of returning a black image.
-pub fn to_rgb8(gpu: &Gpu, image: &Tensor) -> Result<Vec<Vec<u8>>> {
+pub async fn to_rgb8(gpu: &Gpu, image: &Tensor) -> Result<Vec<Vec<u8>>> {
     let s = image.shape();
     if s.len() != 4 || s[1] != 3 {
         return Err(Error::Input(format!("to_rgb8: needs [B, 3, H, W], got {s:?}")));
     }
     let (b, h, w) = (s[0], s[2], s[3]);
-    let v = image.to_vec_f32_blocking(gpu)?;
+    let v = image.to_vec_f32(gpu).await?;
     rgb8_from_f32(&v, b, h, w)
 }
 
