@@ -19,6 +19,7 @@
 //   binary    0 a (read), 1 b (read), 2 y (rw), 3 BinaryP
 //   geglu     0 x [rows, 2F] (read), 1 y [rows, F] (rw), 2 GegluP
 //   upsample  0 x [.., H, W] (read), 1 y [.., 2H, 2W] (rw), 2 UpP
+//   upsample_to 0 x [P, H, W] (read), 1 y [P, OH, OW] (rw), 2 UpToP
 //   transpose 0 x [B, R, S] (read), 1 y [B, S, R] (rw), 2 TrP
 //   timestep  0 t [B] f32 (read), 1 freqs [half] f32 (read), 2 y [B, dim] (rw), 3 TsP
 //   embed     0 ids [N] u32 (read), 1 tok [V, C] (read, a row window), 2 pos [T, C] (read), 3 y (rw), 4 EmbP
@@ -338,6 +339,52 @@ fn upsample(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     var v = vec2<f32>(0.0);
     if (lo) { v.x = up_elem(j - sp.y0); }
     if (hi) { v.y = up_elem(j + 1u - sp.y0); }
+    st_sy(j, v, lo, hi);
+}
+
+// ---- nearest upsample to any size ---------------------------------------------------------------
+// x [P, H, W] -> y [P, OH, OW] as torch's F.interpolate(size=(OH, OW), mode="nearest"):
+// src = min(floor(dst * (in / out)), in - 1) with the scale an f32 (torch's nearest_idx). The UNet
+// needs it when a latent side is not a multiple of its downsampling factor (diffusers'
+// upsample_size). The dispatch starts at a plane boundary; x0 / y0 are local plane starts.
+struct UpToP {
+    n: u32,
+    y0: u32,
+    x0: u32,
+    w: u32,
+    h: u32,
+    ow: u32,
+    oh: u32,
+    _p0: u32,
+    sw: f32,
+    sh: f32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(2) var<uniform> sq: UpToP;
+
+fn up_to_elem(k: u32) -> f32 {
+    let plane = k / (sq.oh * sq.ow);
+    let r = k - plane * sq.oh * sq.ow;
+    let oy = r / sq.ow;
+    let ox = r - oy * sq.ow;
+    let iy = min(u32(floor(f32(oy) * sq.sh)), sq.h - 1u);
+    let ix = min(u32(floor(f32(ox) * sq.sw)), sq.w - 1u);
+    return ld_sx(sq.x0 + plane * sq.h * sq.w + iy * sq.w + ix);
+}
+
+@compute @workgroup_size(256)
+fn upsample_to(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = ((sq.y0 >> 1u) + pair_id(gid, nwg)) * 2u;
+    if (j >= sq.y0 + sq.n) {
+        return;
+    }
+    let lo = j >= sq.y0;
+    let hi = j + 1u < sq.y0 + sq.n;
+    var v = vec2<f32>(0.0);
+    if (lo) { v.x = up_to_elem(j - sq.y0); }
+    if (hi) { v.y = up_to_elem(j + 1u - sq.y0); }
     st_sy(j, v, lo, hi);
 }
 

@@ -4,6 +4,7 @@ pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod sampler;

@@ -65,7 +65,8 @@ impl Chunk {
 }
 
 /// The rating keyword of the Nekoray-XL model card, appended to the prompt.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Rating {
     #[default]
     None,

@@ -38,11 +38,15 @@ const KARRAS_RHO: f64 = 7.0;
 /// timesteps inside the 1000 training steps.
 pub const MAX_STEPS: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SamplerKind {
+    #[serde(rename = "euler")]
     Euler,
+    #[serde(rename = "euler_a")]
     EulerAncestral,
+    #[serde(rename = "dpmpp_2m")]
     DpmPp2m,
+    #[serde(rename = "ddim")]
     Ddim,
 }
 

@@ -278,6 +278,21 @@ fn upsample_ref(x: &[f64], h: usize, w: usize) -> Vec<f64> {
     y
 }
 
+/// torch's nearest_idx for a given output size: min(floor(dst · (in / out) as f32), in − 1).
+fn upsample_to_ref(x: &[f64], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {
+    let (sh, sw) = (h as f32 / oh as f32, w as f32 / ow as f32);
+    let idx = |o: usize, s: f32, n: usize| (((o as f32) * s).floor() as usize).min(n - 1);
+    let mut y = Vec::with_capacity(x.len() / (h * w) * oh * ow);
+    for p in x.chunks(h * w) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                y.push(p[idx(oy, sh, h) * w + idx(ox, sw, w)]);
+            }
+        }
+    }
+    y
+}
+
 fn concat_ref(xs: &[(&[f64], usize)], b: usize, inner: usize) -> Vec<f64> {
     let mut y = Vec::new();
     for bi in 0..b {
@@ -330,6 +345,20 @@ fn run_layout(force_f32: bool) {
             &upsample_ref(&r, h, w),
             tol_for(dt, 0.0),
         );
+        // Upsample to a given size (UNet up path for odd latent sides: 3→5, 5→9, and 2× exactly).
+        for (h, w, oh, ow) in [(3usize, 5usize, 5usize, 9usize), (5, 3, 9, 6), (2, 2, 4, 4), (1, 1, 3, 1)] {
+            let x = rand(b * c * h * w, 6, 2.0);
+            let (t, r) = upload(&gpu, &[b, c, h, w], dt, &x);
+            let y = ew::upsample_nearest_to(&gpu, &t, oh, ow).unwrap();
+            assert_eq!(y.shape(), [b, c, oh, ow]);
+            check(
+                &format!("upsample_to {h}x{w}->{oh}x{ow} {dt:?}"),
+                &gpu,
+                &y.to_vec_f32_blocking(&gpu).unwrap(),
+                &upsample_to_ref(&r, h, w, oh, ow),
+                tol_for(dt, 0.0),
+            );
+        }
         // Concat: inner 5·5 = 25 is odd, so F16 blocks start mid-word.
         let (xa, xb, xc) = (rand(2 * 3 * 25, 1, 1.0), rand(2 * 4 * 25, 2, 1.0), rand(2 * 25, 3, 1.0));
         let (ta, ra) = upload(&gpu, &[2, 3, 5, 5], dt, &xa);

@@ -63,6 +63,8 @@ mod cli {
             #[command(subcommand)]
             what: BenchWhat,
         },
+        /// Text to image: writes a PNG carrying A1111 `parameters` metadata.
+        Generate(GenerateArgs),
         /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
         Tokenize {
             /// Prompt text; A1111 emphasis `(x)`, `[x]`, `(x:1.3)`, `\(` and `BREAK` apply.
@@ -75,6 +77,55 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
+    }
+
+    #[derive(clap::Args)]
+    struct GenerateArgs {
+        /// SDXL single-file .safetensors, or a diffusers model folder.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// A separate VAE overriding the model's (e.g. the fp16-fix SDXL VAE).
+        #[arg(long)]
+        vae: Option<std::path::PathBuf>,
+        /// Prompt; A1111 emphasis `(x)`, `[x]`, `(x:1.3)`, `\(` and `BREAK` apply.
+        #[arg(long)]
+        prompt: String,
+        /// Negative prompt. Absent: no negative prompt (zero conditioning); `--negative ""`
+        /// encodes the empty string.
+        #[arg(long)]
+        negative: Option<String>,
+        #[arg(long, default_value_t = 1024)]
+        width: usize,
+        #[arg(long, default_value_t = 1024)]
+        height: usize,
+        #[arg(long, default_value_t = 25)]
+        steps: usize,
+        /// Classifier-free guidance scale (≤ 1 turns CFG off).
+        #[arg(long, default_value_t = 7.0)]
+        cfg: f32,
+        /// Seed of torch's CPU generator (random when absent; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// euler, euler_a, dpmpp_2m or ddim.
+        #[arg(long, default_value = "euler_a")]
+        sampler: sdxl_web::sampler::SamplerKind,
+        /// Karras sigmas (not with ddim).
+        #[arg(long)]
+        karras: bool,
+        /// The model card's rating keyword appended to the prompt: none, sensitive, questionable, explicit.
+        #[arg(long, default_value = "none")]
+        rating: sdxl_web::prompt::Rating,
+        /// Text-encoder layers skipped beyond the penultimate (diffusers' clip_skip; 0 = SDXL's default).
+        #[arg(long, default_value_t = 0)]
+        clip_skip: usize,
+        /// The model predicts v (v-prediction finetunes).
+        #[arg(long)]
+        v_prediction: bool,
+        #[arg(long, default_value = "sdxl.png")]
+        output: std::path::PathBuf,
+        /// Write DIR/dump.safetensors: token ids, context, pooled, add_time_ids, initial and final latents.
+        #[arg(long)]
+        dump: Option<std::path::PathBuf>,
     }
 
     #[derive(Subcommand)]
@@ -143,12 +194,16 @@ mod cli {
             Command::Serve { dir, port, host } => serve::run(&dir, &host, port),
             Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
             Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
+            Command::Generate(args) => generate(opts, args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::FAILURE
+                // Bad arguments (sizes, steps, prompt, a missing model file) exit 2 like clap's usage errors.
+                let usage = matches!(e, sdxl_web::Error::Input(_))
+                    || matches!(&e, sdxl_web::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+                ExitCode::from(if usage { 2 } else { 1 })
             }
         }
     }
@@ -195,6 +250,103 @@ mod cli {
             print!("{}", b.table());
         }
         Ok(())
+    }
+
+    /// A seed in A1111's range (< 2^32) from the OS's hash randomness.
+    fn random_seed() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.finish() >> 32
+    }
+
+    fn generate(opts: GpuOptions, a: GenerateArgs) -> sdxl_web::Result<()> {
+        use sdxl_web::pipeline::{generate_with, Model, Settings};
+        let settings = Settings {
+            prompt: a.prompt,
+            negative: a.negative,
+            width: a.width,
+            height: a.height,
+            steps: a.steps,
+            cfg: a.cfg,
+            seed: a.seed.unwrap_or_else(random_seed),
+            sampler: a.sampler,
+            karras: a.karras,
+            rating: a.rating,
+            clip_skip: a.clip_skip,
+            v_prediction: a.v_prediction,
+        };
+        // Everything checkable before the (slow) load.
+        settings.validate()?;
+        for p in std::iter::once(&a.model).chain(a.vae.as_ref()) {
+            if !p.exists() {
+                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory");
+                return Err(sdxl_web::Error::Io { path: p.display().to_string(), source });
+            }
+        }
+        if !settings.is_bucket() {
+            eprintln!(
+                "warning: {}x{} is not one of the model card's resolution buckets (e.g. 1024x1024, 832x1216, 1216x832); expect weaker images",
+                settings.width, settings.height
+            );
+        }
+        eprintln!("seed {}", settings.seed);
+        let gpu = Gpu::new_blocking(opts)?;
+        eprintln!("GPU {} ({} path)", gpu.info.name, gpu.info.compute_path);
+
+        let total = sdxl_web::weights::model_files(&a.model, a.vae.as_deref(), sdxl_web::gpu::DType::F16)
+            .map(|(_, files)| files.iter().filter_map(|(p, _)| std::fs::metadata(p).ok()).map(|m| m.len()).sum::<u64>())
+            .unwrap_or(0);
+        let bar = indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .expect("static template"),
+        );
+        let t0 = std::time::Instant::now();
+        let model = Model::load(&gpu, &a.model, a.vae.as_deref(), |n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        eprintln!("loaded {} in {:.1} s", model.name, t0.elapsed().as_secs_f64());
+
+        let bar = indicatif::ProgressBar::new(settings.steps as u64).with_style(
+            indicatif::ProgressStyle::with_template("step {pos}/{len} {bar:30} {per_sec} ETA {eta}")
+                .expect("static template"),
+        );
+        let t1 = std::time::Instant::now();
+        let out = pollster::block_on(generate_with(&gpu, &model, &settings, a.dump.is_some(), &mut |p| {
+            bar.set_position(p.step as u64);
+            true
+        }))?;
+        bar.finish_and_clear();
+        let secs = t1.elapsed().as_secs_f64();
+        eprintln!("{} steps in {secs:.1} s ({:.2} it/s)", settings.steps, settings.steps as f64 / secs);
+        let io = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| sdxl_web::Error::Io { path, source }
+        };
+        std::fs::write(&a.output, &out.png).map_err(io(&a.output))?;
+        if let (Some(dir), Some(d)) = (&a.dump, &out.dump) {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            let file = dir.join("dump.safetensors");
+            std::fs::write(&file, dump_bytes(d)?).map_err(io(&file))?;
+            eprintln!("wrote {}", file.display());
+        }
+        println!("wrote {} ({}x{}, seed {})", a.output.display(), out.width, out.height, out.seed);
+        Ok(())
+    }
+
+    fn dump_bytes(d: &sdxl_web::pipeline::Dump) -> sdxl_web::Result<Vec<u8>> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = d
+            .f32s
+            .iter()
+            .map(|(n, s, v)| (n.clone(), s.clone(), Dtype::F32, bytemuck::cast_slice(v).to_vec()))
+            .chain(d.ids.iter().map(|(n, s, v)| (n.clone(), s.clone(), Dtype::I32, bytemuck::cast_slice(v).to_vec())))
+            .collect();
+        let err = |e: safetensors::SafeTensorError| sdxl_web::Error::Input(format!("dump: {e}"));
+        let views = bytes
+            .iter()
+            .map(|(n, s, dt, b)| Ok((n.as_str(), TensorView::new(*dt, s.clone(), b).map_err(err)?)))
+            .collect::<sdxl_web::Result<Vec<_>>>()?;
+        safetensors::tensor::serialize(views, None).map_err(err)
     }
 
     fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {

@@ -243,17 +243,8 @@ impl<'a> UNet<'a> {
         let act = if gpu.f16 { DType::F16 } else { DType::F32 };
         let xs = x.shape();
         let levels = cfg.channel_mult.len();
-        let factor = 1usize << (levels - 1);
         if xs.len() != 4 || xs[1] != cfg.in_channels || xs[2] == 0 || xs[3] == 0 {
             return Err(Error::Input(format!("UNet: latents must be [B, {}, h, w], got {xs:?}", cfg.in_channels)));
-        }
-        if !xs[2].is_multiple_of(factor) || !xs[3].is_multiple_of(factor) {
-            return Err(Error::Input(format!(
-                "UNet: latent size {}x{} must be a multiple of {factor} (image sizes a multiple of {})",
-                xs[2],
-                xs[3],
-                8 * factor
-            )));
         }
         let b = xs[0];
         let cs = cond.context.shape();
@@ -342,7 +333,11 @@ impl<'a> UNet<'a> {
                     h = ctx.transformer(ob(1).scope(), &h, depth)?;
                 }
                 if level != 0 && j == cfg.num_res_blocks {
-                    h = ew::upsample_nearest_2x(gpu, &h)?;
+                    // To the next skip's size: 2× unless a side was odd on the way down
+                    // (diffusers' upsample_size, for latents not a multiple of 2^(levels-1)).
+                    let next = skips.last().ok_or_else(|| Error::Input("UNet: skip stack underflow".into()))?;
+                    let (sh, sw) = (next.shape()[2], next.shape()[3]);
+                    h = ew::upsample_nearest_to(gpu, &h, sh, sw)?;
                     let k = if depth > 0 { 2 } else { 1 };
                     h = conv(gpu, root.sub(&format!("output_blocks.{idx}.{k}.conv")).scope(), &h, ch, 3, 1)?;
                 }

@@ -462,6 +462,69 @@ pub fn upsample_nearest_2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     Ok(y)
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct UpToP {
+    n: u32,
+    y0: u32,
+    x0: u32,
+    w: u32,
+    h: u32,
+    ow: u32,
+    oh: u32,
+    _p0: u32,
+    sw: f32,
+    sh: f32,
+    _p1: [u32; 2],
+}
+
+/// Nearest-neighbour resize of the last two dimensions to `oh × ow`, as torch's
+/// `F.interpolate(size=(oh, ow), mode="nearest")` (exact 2× goes through the faster kernel).
+pub fn upsample_nearest_to(gpu: &Gpu, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+    let what = "upsample_nearest_to";
+    let s = x.shape();
+    if s.len() < 2 || oh == 0 || ow == 0 {
+        return Err(Error::Input(format!("{what}: needs [.., H, W] and a non-empty size, got {s:?} -> {oh}x{ow}")));
+    }
+    let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
+    if (oh, ow) == (2 * h, 2 * w) {
+        return upsample_nearest_2x(gpu, x);
+    }
+    let mut shape = s.to_vec();
+    shape[s.len() - 2] = oh;
+    shape[s.len() - 1] = ow;
+    let y = Tensor::empty(gpu, &shape, x.dtype())?;
+    check_u32(&y, what)?;
+    if h == 0 || w == 0 {
+        return Ok(y);
+    }
+    let planes = (x.numel() / (h * w)) as u64;
+    let (in_plane, out_plane) = ((h * w) as u64, (oh * ow) as u64);
+    let pipe = gpu.pipeline(&variant(gpu.f16, 0, x.dtype(), x.dtype(), x.dtype()), "upsample_to")?;
+    let per = units_per_window(gpu, in_plane.max(out_plane) * x.dtype().size() as u64, what)?;
+    for (p0, p1) in spans(planes, per) {
+        let xw = window(gpu, x, p0 * in_plane, p1 * in_plane, what)?;
+        let yw = window(gpu, &y, p0 * out_plane, p1 * out_plane, what)?;
+        let p = UpToP {
+            n: ((p1 - p0) * out_plane) as u32,
+            y0: yw.local(p0 * out_plane),
+            x0: xw.local(p0 * in_plane),
+            w: w as u32,
+            h: h as u32,
+            ow: ow as u32,
+            oh: oh as u32,
+            _p0: 0,
+            // torch: (float)input_size / output_size.
+            sw: w as f32 / ow as f32,
+            sh: h as f32 / oh as f32,
+            _p1: [0; 2],
+        };
+        let wg = pair_grid(gpu, p.y0, p.n);
+        gpu.dispatch(&pipe, &[xw.binding, yw.binding], &p, wg)?;
+    }
+    Ok(y)
+}
+
 // ---- channel concat -------------------------------------------------------------------------------
 
 /// Concatenate along dimension 1 ([B, C_i, ...] → [B, ΣC_i, ...]; UNet skip connections).
