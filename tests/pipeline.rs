@@ -42,9 +42,15 @@ struct Case {
     file: String,
 }
 
+#[derive(serde::Deserialize)]
+struct Cases {
+    cases: Vec<Case>,
+}
+
 fn cases() -> Vec<Case> {
     let p = dir().join("pipeline/cases.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).expect("cases.json")
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice::<Cases>(&bytes).expect("cases.json").cases
 }
 
 fn settings(c: &Case) -> Settings {
