@@ -122,6 +122,21 @@ fn a1111_sampler(k: SamplerKind) -> &'static str {
 }
 
 impl Settings {
+    /// Settings from JSON (the web worker's form); unknown fields and bad values are errors that
+    /// name the field.
+    pub fn from_json(json: &str) -> Result<Settings> {
+        let s: Settings = serde_json::from_str(json).map_err(|e| Error::Input(format!("settings: {e}")))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// [`Settings::from_json`] over raw bytes: invalid UTF-8 is a clear error, not a panic.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Settings> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::Input(format!("settings are not valid UTF-8: {e} (the prompt must be text)")))?;
+        Self::from_json(text)
+    }
+
     /// Everything checkable without a model: sizes, steps, CFG, sampler/schedule pairing.
     pub fn validate(&self) -> Result<()> {
         for (what, v) in [("width", self.width), ("height", self.height)] {
@@ -506,4 +521,28 @@ pub fn encode_png(rgb: &[u8], width: usize, height: usize, parameters: &str) -> 
         writer.finish().map_err(err)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_web_json() {
+        let s = Settings::from_json(r#"{"prompt":"1girl, solo","negative":"","width":832,"height":1216,"seed":4294967295,"sampler":"dpmpp_2m","karras":true,"rating":"sensitive"}"#).unwrap();
+        assert_eq!(
+            (s.width, s.height, s.seed, s.sampler, s.karras),
+            (832, 1216, 4294967295, SamplerKind::DpmPp2m, true)
+        );
+        assert_eq!((s.negative.as_deref(), s.steps, s.rating), (Some(""), 25, Rating::Sensitive));
+        assert_eq!(Settings::from_json(r#"{"prompt":"x","negative":null}"#).unwrap().negative, None);
+        let err = |j: &[u8]| Settings::from_json_bytes(j).unwrap_err().to_string();
+        assert!(err(br#"{"prompt":"x","sampler":"plms"}"#).contains("unknown variant `plms`"));
+        assert!(err(br#"{"prompt":"x","strength":1}"#).contains("unknown field `strength`"));
+        assert!(err(br#"{"prompt":"x","width":100}"#).contains("width 100"));
+        assert!(err(br#"{"prompt":"x","seed":-1}"#).contains("settings:"));
+        // JSON.stringify of a JS string with a lone surrogate, and raw invalid UTF-8.
+        assert!(err(br#"{"prompt":"\ud800 tag"}"#).contains("settings:"));
+        assert!(err(b"{\"prompt\":\"\xff\xfe\"}").contains("not valid UTF-8"));
+    }
 }

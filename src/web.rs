@@ -1,18 +1,100 @@
-//! The browser API (wasm-bindgen). The only wasm-bindgen file: everything else is shared with
-//! the native build.
+//! The browser API (wasm-bindgen, `--target web` into `www/pkg/`). The only wasm-bindgen file:
+//! loading and generation are the shared `weights::Loader` and `pipeline::generate`; only the
+//! byte source (a JS `read()` callback over fetch / OPFS / `File`) and the event loop differ.
+//!
+//! Every method takes `&self`, so the worker may ask `info()` or `deviceLost()` while a load or
+//! a generation is awaiting.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array, Uint8ClampedArray};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 
 use crate::gpu::{DType, Gpu, GpuOptions, Tensor};
+use crate::pipeline::{Model, Settings};
+use crate::weights::{FileRole, GpuSink, Loader};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Generation settings (the Rust `pipeline::Settings`); missing fields take the defaults. */
+export interface Settings {
+  prompt: string;
+  /** null or absent: no negative prompt (zero conditioning); "": the empty string encoded. */
+  negative?: string | null;
+  width?: number; height?: number; steps?: number; cfg?: number; seed?: number;
+  sampler?: "euler" | "euler_a" | "dpmpp_2m" | "ddim";
+  karras?: boolean;
+  rating?: "none" | "sensitive" | "questionable" | "explicit";
+  clip_skip?: number;
+  v_prediction?: boolean;
+}
+/** One finished step: a preview of the current x0 estimate, one RGBA pixel per latent. */
+export interface StepInfo { step: number; total: number; width: number; height: number; rgba: Uint8ClampedArray; }
+/** The next bytes of the file in order; undefined or null at the end. */
+export type ReadChunk = () => Promise<Uint8Array | undefined | null>;
+/** Return false to cancel the generation. */
+export type OnStep = (info: StepInfo) => boolean;
+"#;
+
+/// Bytes uploaded between waits for the GPU queue, so the browser's staging memory stays bounded.
+const UPLOAD_WINDOW: u64 = 256 << 20;
 
 fn js_err(e: crate::Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// One GPU device and what runs on it.
+/// The message of a JS exception (an `Error`'s `.message`, else its string form).
+fn js_message(v: &JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// One GPU device and the model loaded on it.
 #[wasm_bindgen]
 pub struct Engine {
     gpu: Gpu,
+    model: RefCell<Option<Rc<Model>>>,
+}
+
+/// A finished generation.
+#[wasm_bindgen]
+pub struct Image {
+    png: Vec<u8>,
+    parameters: String,
+    seed: u64,
+    width: usize,
+    height: usize,
+}
+
+#[wasm_bindgen]
+impl Image {
+    /// The PNG file, with the A1111 `parameters` text chunk.
+    #[wasm_bindgen(getter)]
+    pub fn png(&self) -> Vec<u8> {
+        self.png.clone()
+    }
+    #[wasm_bindgen(getter)]
+    pub fn parameters(&self) -> String {
+        self.parameters.clone()
+    }
+    /// The seed used (exact below 2^53).
+    #[wasm_bindgen(getter)]
+    pub fn seed(&self) -> f64 {
+        self.seed as f64
+    }
+    #[wasm_bindgen(getter)]
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    #[wasm_bindgen(getter)]
+    pub fn height(&self) -> usize {
+        self.height
+    }
 }
 
 #[wasm_bindgen]
@@ -20,12 +102,25 @@ impl Engine {
     /// Acquire WebGPU. `force_f32` selects the f32 compute path even with shader-f16.
     pub async fn create(force_f32: bool) -> Result<Engine, JsError> {
         let gpu = Gpu::new(GpuOptions { force_f32 }).await.map_err(js_err)?;
-        Ok(Engine { gpu })
+        Ok(Engine { gpu, model: RefCell::new(None) })
     }
 
     /// Adapter, features and granted limits as JSON (the same object as `sdxl info --json`).
     pub fn info(&self) -> String {
         serde_json::to_string(&self.gpu.info).unwrap_or_default()
+    }
+
+    /// Why the GPU device was lost, or undefined while it is alive.
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost(&self) -> Option<String> {
+        self.gpu.lost_reason()
+    }
+
+    /// The wasm linear memory's current size in bytes (it only grows: this is the peak).
+    #[wasm_bindgen(js_name = wasmMemory)]
+    pub fn wasm_memory() -> f64 {
+        let mem: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+        mem.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
     }
 
     /// Runs the smoke kernel (y = 1.5·x − 0.25) on `x`: proves the device computes.
@@ -35,4 +130,113 @@ impl Engine {
         let y = crate::ops::smoke::axpb(&self.gpu, &t, 1.5, -0.25).map_err(js_err)?;
         y.to_vec_f32(&self.gpu).await.map_err(js_err)
     }
+
+    /// Whether a model is loaded.
+    #[wasm_bindgen(js_name = hasModel)]
+    pub fn has_model(&self) -> bool {
+        self.model.borrow().is_some()
+    }
+
+    /// Free the loaded model's GPU memory.
+    pub fn unload(&self) {
+        self.model.borrow_mut().take();
+        self.gpu.trim_pool();
+    }
+
+    /// Stream an SDXL single-file checkpoint to the GPU. `name` labels errors and the PNG's
+    /// `Model:` field; `size` (bytes, if known) lets a short stream be reported as truncated;
+    /// `read` yields the file's bytes in order. Only one chunk is in wasm memory at a time.
+    /// Returns the inspection (layout, parameter counts, config) as JSON. A failed load frees
+    /// everything it allocated; the previous model is unloaded first either way.
+    pub async fn load(
+        &self,
+        name: String,
+        size: Option<f64>,
+        #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
+    ) -> Result<String, JsError> {
+        self.unload();
+        let gpu = &self.gpu;
+        let mut loader = Loader::new(GpuSink::new(gpu), DType::F16, "single-file");
+        let label = format!("{name}.safetensors");
+        loader
+            .begin_file(label.clone(), FileRole::SingleFile { with_vae: true }, size.map(|s| s as u64))
+            .map_err(js_err)?;
+        let mut since_wait = 0u64;
+        loop {
+            let p = read.call0(&JsValue::NULL).map_err(|e| JsError::new(&js_message(&e)))?;
+            let v = JsFuture::from(Promise::resolve(&p)).await.map_err(|e| JsError::new(&js_message(&e)))?;
+            if v.is_undefined() || v.is_null() {
+                break;
+            }
+            let arr = v
+                .dyn_into::<Uint8Array>()
+                .map_err(|_| JsError::new(&format!("{label}: read() must resolve to a Uint8Array")))?;
+            let bytes = arr.to_vec();
+            loader.push(&bytes).map_err(js_err)?;
+            since_wait += bytes.len() as u64;
+            if since_wait >= UPLOAD_WINDOW {
+                since_wait = 0;
+                queue_idle(gpu).await;
+                gpu.check().map_err(js_err)?;
+            }
+        }
+        loader.end_file().map_err(js_err)?;
+        let loaded = loader.finish().map_err(js_err)?;
+        let inspection = serde_json::to_string(&loaded.inspection).unwrap_or_default();
+        let weights = loaded.sink.into_weights().map_err(js_err)?;
+        queue_idle(gpu).await;
+        gpu.check().map_err(js_err)?;
+        let model = Model::new(weights, &loaded.config, &name).map_err(js_err)?;
+        *self.model.borrow_mut() = Some(Rc::new(model));
+        Ok(inspection)
+    }
+
+    /// Prompt → PNG. `settings` is a JSON [`Settings`] object; `on_step` gets each step's preview
+    /// and returns false to cancel (the promise then rejects with "cancelled").
+    pub async fn generate(
+        &self,
+        settings: String,
+        #[wasm_bindgen(unchecked_param_type = "OnStep")] on_step: Function,
+    ) -> Result<Image, JsError> {
+        let s = Settings::from_json(&settings).map_err(js_err)?;
+        let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
+        let mut step = |p: &crate::pipeline::Progress| -> bool {
+            let o = Object::new();
+            let rgba = Uint8ClampedArray::from(p.preview_rgba.as_slice());
+            for (k, v) in [
+                ("step", JsValue::from(p.step as u32)),
+                ("total", JsValue::from(p.total as u32)),
+                ("width", JsValue::from(p.preview_width as u32)),
+                ("height", JsValue::from(p.preview_height as u32)),
+                ("rgba", rgba.into()),
+            ] {
+                let _ = Reflect::set(&o, &JsValue::from_str(k), &v);
+            }
+            // A throwing callback cancels too: the page can no longer follow the run.
+            on_step.call1(&JsValue::NULL, &o).map(|r| r.as_bool() != Some(false)).unwrap_or(false)
+        };
+        let out = crate::pipeline::generate(&self.gpu, &model, &s, &mut step).await.map_err(js_err)?;
+        // Hand the activations back so an idle tab holds only the weights.
+        self.gpu.trim_pool();
+        Ok(Image { png: out.png, parameters: out.parameters, seed: out.seed, width: out.width, height: out.height })
+    }
+
+    /// The token ids per encoder, as `sdxl tokenize --json` prints them.
+    pub fn tokenize(&self, prompt: String) -> Result<String, JsError> {
+        let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
+        let t = crate::prompt::PromptTokens::new(&prompt, crate::prompt::Rating::None, &model.tokenizers)
+            .map_err(js_err)?;
+        let ids = |c: &[crate::prompt::Chunk]| c.iter().map(|c| c.ids.to_vec()).collect::<Vec<_>>();
+        Ok(serde_json::json!({"clip_l": ids(&t.clip_l), "clip_g": ids(&t.clip_g)}).to_string())
+    }
+}
+
+/// Resolves when the GPU queue has finished everything submitted so far.
+async fn queue_idle(gpu: &Gpu) {
+    gpu.queue.submit([]);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    gpu.queue.on_submitted_work_done(move || {
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }

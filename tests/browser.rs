@@ -1,7 +1,9 @@
-//! The wasm build in a real browser: Debian's headless Chromium (SwiftShader WebGPU, no
-//! shader-f16, so the f32 path), driven through chromedriver's WebDriver HTTP API. Serves www/
-//! with `sdxl serve`, waits for the page's `data-state`, checks the self-test numbers computed on
-//! the browser's GPU, and saves a screenshot to target/screenshots/.
+//! The web app in a real browser: Debian's headless Chromium (SwiftShader WebGPU, no shader-f16,
+//! so the f32 path), driven through chromedriver's WebDriver HTTP API. Serves www/ and
+//! tests/fixtures with `sdxl serve`, generates through URL parameters (`autorun=1`), and checks
+//! the browser's PNG against the native CLI's PNG for the same settings; then the second visit
+//! (from the OPFS cache), cancellation, and the error states for bad model URLs. Screenshots go
+//! to target/screenshots/.
 //!
 //! Needs www/pkg (built by `./x wasm`, which `./x test` runs first) and chromium +
 //! chromium-driver (installed by `./x setup`).
@@ -14,8 +16,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The page must settle within this long; SwiftShader compiles shaders slowly on 2 cores.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(180);
+/// A page must settle within this long; SwiftShader compiles every shader on first use and
+/// runs the tiny model's 64×64 generation on 2 CPU cores.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(420);
+/// Browser vs native PNG, mean absolute difference per channel (issue: at most 1/255). Both run
+/// the f32 path; only the GPUs' float rounding differs.
+const MAX_MEAN_DIFF: f64 = 1.0;
+/// The generation both sides run (tiny fixture model; CFG on, with a negative prompt).
+const PROMPT: &str = "1girl, (silver hair:1.2), looking at viewer";
+const NEGATIVE: &str = "lowres, bad hands";
+const SEED: &str = "1234";
+const STEPS: &str = "4";
 
 struct Killer(Child);
 impl Drop for Killer {
@@ -98,61 +109,224 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn page_runs_the_engine_on_webgpu() {
-    let www = root().join("www");
-    assert!(www.join("pkg/sdxl_web_bg.wasm").exists(), "www/pkg is missing: run `./x wasm` (or `./x test`) first");
-    for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(Path::new(bin).exists(), "{bin} is missing: run `./x setup`");
-    }
-    let (web, drv) = (free_port(), free_port());
-    let _server = Killer(
-        Command::new(env!("CARGO_BIN_EXE_sdxl"))
-            .args(["serve", "--dir", www.to_str().unwrap(), "--port", &web.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _driver = Killer(
-        Command::new("/usr/bin/chromedriver").arg(format!("--port={drv}")).stdout(Stdio::null()).spawn().unwrap(),
-    );
-    wait_port(web, "sdxl serve");
-    wait_port(drv, "chromedriver");
+struct Browser {
+    drv: u16,
+    id: String,
+    web: u16,
+    profile: PathBuf,
+    _server: Killer,
+    _driver: Killer,
+}
 
-    let profile = std::env::temp_dir().join(format!("sdxl-chromium-{}", std::process::id()));
-    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--enable-unsafe-webgpu",
-                 "--window-size=1100,800", format!("--user-data-dir={}", profile.display())]}}}});
-    let sess = http(drv, "POST", "/session", Some(&caps));
-    let id = sess["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {sess}")).to_string();
-
-    let nav =
-        http(drv, "POST", &format!("/session/{id}/url"), Some(&json!({"url": format!("http://127.0.0.1:{web}/")})));
-    assert!(nav["value"].is_null(), "navigation failed: {nav}");
-    let script = json!({"script": "return [document.body.dataset.state || '', document.body.dataset.error || '', window.sdxlSelfTest || null, window.sdxlDevice || null]", "args": []});
-    let t = Instant::now();
-    let v = loop {
-        let r = http(drv, "POST", &format!("/session/{id}/execute/sync"), Some(&script));
-        let state = r["value"][0].as_str().unwrap_or("").to_string();
-        if state == "done" || state == "error" || t.elapsed() > PAGE_TIMEOUT {
-            break r["value"].clone();
+impl Browser {
+    fn start() -> Browser {
+        let www = root().join("www");
+        assert!(www.join("pkg/sdxl_web_bg.wasm").exists(), "www/pkg is missing: run `./x wasm` (or `./x test`) first");
+        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(Path::new(bin).exists(), "{bin} is missing: run `./x setup`");
         }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let shot = http(drv, "GET", &format!("/session/{id}/screenshot"), None);
-    let dir = root().join("target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("selftest.png"), b64decode(shot["value"].as_str().unwrap_or(""))).unwrap();
-    http(drv, "DELETE", &format!("/session/{id}"), None);
-    let _ = std::fs::remove_dir_all(&profile);
+        let (web, drv) = (free_port(), free_port());
+        let fixtures = format!("fixtures={}", root().join("tests/fixtures").display());
+        let server = Killer(
+            Command::new(env!("CARGO_BIN_EXE_sdxl"))
+                .args(["serve", "--dir", www.to_str().unwrap(), "--mount", &fixtures, "--port", &web.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let driver = Killer(
+            Command::new("/usr/bin/chromedriver").arg(format!("--port={drv}")).stdout(Stdio::null()).spawn().unwrap(),
+        );
+        wait_port(web, "sdxl serve");
+        wait_port(drv, "chromedriver");
+        let profile = std::env::temp_dir().join(format!("sdxl-chromium-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-quic", "--enable-unsafe-webgpu",
+                     "--window-size=1100,800", format!("--user-data-dir={}", profile.display())]}}}});
+        let sess = http(drv, "POST", "/session", Some(&caps));
+        let id =
+            sess["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {sess}")).to_string();
+        Browser { drv, id, web, profile, _server: server, _driver: driver }
+    }
 
-    assert_eq!(v[0], "done", "page ended in state {:?}: {}", v[0], v[1]);
-    let got: Vec<f64> = v[2].as_array().expect("self-test values").iter().map(|x| x.as_f64().unwrap()).collect();
-    // f16 storage: 1.5·x − 0.25 for x in [0, 1, 2, −3.5] is exact in f16.
-    assert_eq!(got, vec![-0.25, 1.25, 2.75, -5.5]);
-    let dev = &v[3];
+    fn exec(&self, script: &str) -> Value {
+        let r = http(
+            self.drv,
+            "POST",
+            &format!("/session/{}/execute/sync", self.id),
+            Some(&json!({"script": script, "args": []})),
+        );
+        r["value"].clone()
+    }
+
+    fn visit(&self, query: &str) {
+        let url = format!("http://127.0.0.1:{}/{query}", self.web);
+        let nav = http(self.drv, "POST", &format!("/session/{}/url", self.id), Some(&json!({ "url": url })));
+        assert!(nav["value"].is_null(), "navigation to {url} failed: {nav}");
+    }
+
+    fn state(&self) -> (String, String) {
+        let v = self.exec("return [document.body.dataset.state || '', document.body.dataset.error || '']");
+        (v[0].as_str().unwrap_or("").into(), v[1].as_str().unwrap_or("").into())
+    }
+
+    /// Polls until the page's state is one of `ends`; returns (state, error message).
+    fn wait_for(&self, ends: &[&str]) -> (String, String) {
+        let t = Instant::now();
+        loop {
+            let (state, err) = self.state();
+            if ends.contains(&state.as_str()) || state == "error" {
+                return (state, err);
+            }
+            assert!(t.elapsed() < PAGE_TIMEOUT, "page stuck in state {state:?} after {:?}", t.elapsed());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn screenshot(&self, name: &str) {
+        let shot = http(self.drv, "GET", &format!("/session/{}/screenshot", self.id), None);
+        let dir = root().join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), b64decode(shot["value"].as_str().unwrap_or(""))).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        http(self.drv, "DELETE", &format!("/session/{}", self.id), None);
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// RGB8 pixels and the `parameters` text of a PNG.
+fn decode_png(bytes: &[u8]) -> (Vec<u8>, u32, u32, String) {
+    let mut r = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("a PNG");
+    let info = r.info();
+    let text = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .map(|t| t.text.clone())
+        .or_else(|| info.utf8_text.iter().find(|t| t.keyword == "parameters").and_then(|t| t.get_text().ok()))
+        .unwrap_or_default();
+    let (w, h) = (info.width, info.height);
+    let mut buf = vec![0; r.output_buffer_size().expect("size")];
+    let f = r.next_frame(&mut buf).expect("PNG data");
+    buf.truncate(f.buffer_size());
+    (buf, w, h, text)
+}
+
+/// The last result's PNG bytes (from `window.sdxlResult`, a data URL).
+fn result_png(b: &Browser) -> Vec<u8> {
+    let url = b.exec("return window.sdxlResult || ''");
+    let url = url.as_str().unwrap_or("");
+    let b64 = url
+        .strip_prefix("data:image/png;base64,")
+        .unwrap_or_else(|| panic!("sdxlResult is not a PNG data URL: {:.60}", url));
+    b64decode(b64)
+}
+
+#[test]
+fn browser_generates_what_the_cli_generates() {
+    let model = root().join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
+    let dir = std::env::temp_dir().join(format!("sdxl-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cli_png = dir.join("cli.png");
+    // The native reference: the f32 path, like SwiftShader's (no shader-f16).
+    let out = Command::new(env!("CARGO_BIN_EXE_sdxl"))
+        .args(["--f32", "generate", "--model", model.to_str().unwrap(), "--prompt", PROMPT, "--negative", NEGATIVE])
+        .args(["--width", "64", "--height", "64", "--steps", STEPS, "--cfg", "5", "--seed", SEED])
+        .args(["--sampler", "euler_a", "--output", cli_png.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (cli_rgb, cw, ch, cli_params) = decode_png(&std::fs::read(&cli_png).unwrap());
+
+    let b = Browser::start();
+    let query = format!(
+        "?model={}&prompt={}&negative={}&seed={SEED}&steps={STEPS}&cfg=5&w=64&h=64&sampler=euler_a&autorun=1",
+        enc("/fixtures/tiny-sdxl/tiny-sdxl.safetensors"),
+        enc(PROMPT),
+        enc(NEGATIVE)
+    );
+
+    // First visit: downloads (and caches) the model, generates, compares with the CLI.
+    b.visit(&query);
+    let (state, err) = b.wait_for(&["done"]);
+    b.screenshot("generate.png");
+    assert_eq!(state, "done", "first visit ended in {state:?}: {err}");
+    let loaded = b.exec("return window.sdxlLoaded || null");
+    let dev = b.exec("return window.sdxlDevice || null");
     eprintln!("browser adapter: {} (shader-f16 {}, path {})", dev["name"], dev["shader_f16"], dev["compute_path"]);
-    assert!(dev["limits"]["max_storage_buffer_binding_size"].as_u64().unwrap_or(0) >= 128 << 20);
+    eprintln!(
+        "loaded: source {}, wasm memory {} MiB",
+        loaded["source"],
+        loaded["wasmMemory"].as_f64().unwrap_or(0.0) / 1048576.0
+    );
+    assert_eq!(loaded["source"], "network");
+    assert!(loaded["wasmMemory"].as_f64().unwrap() < 512.0 * 1048576.0, "wasm memory {}", loaded["wasmMemory"]);
+    let png1 = result_png(&b);
+    let (rgb, w, h, params) = decode_png(&png1);
+    assert_eq!((w, h), (cw, ch));
+    assert_eq!(params, cli_params, "the browser's PNG parameters differ from the CLI's");
+    let diff: Vec<f64> = rgb.iter().zip(&cli_rgb).map(|(&a, &b)| (a as f64 - b as f64).abs()).collect();
+    let mean = diff.iter().sum::<f64>() / diff.len() as f64;
+    let max = diff.iter().cloned().fold(0.0, f64::max);
+    eprintln!("browser vs CLI ({w}x{h}): mean |diff| {mean:.4}/255, max {max}/255");
+    assert!(mean <= MAX_MEAN_DIFF, "browser and CLI images differ by {mean}/255 on average");
+
+    // Second visit: the model comes from the Origin Private File System, same image.
+    b.visit(&query);
+    let (state, err) = b.wait_for(&["done"]);
+    assert_eq!(state, "done", "second visit ended in {state:?}: {err}");
+    assert_eq!(b.exec("return window.sdxlLoaded.source"), "cache");
+    assert_eq!(result_png(&b), png1, "the same settings gave a different PNG on the second visit");
+
+    // Cancel a long generation after its first step.
+    b.visit(&query.replace(&format!("steps={STEPS}"), "steps=200"));
+    let t = Instant::now();
+    while b.exec("return document.body.dataset.state === 'generating' && Number(document.body.dataset.step || 0) > 0")
+        != true
+    {
+        let (state, err) = b.state();
+        assert!(
+            state != "error" && state != "done",
+            "the long run ended in {state:?} before it could be cancelled: {err}"
+        );
+        assert!(t.elapsed() < PAGE_TIMEOUT, "no generation step within {PAGE_TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.exec("document.querySelector('#cancel').click(); return null");
+    let (state, err) = b.wait_for(&["cancelled"]);
+    assert_eq!(state, "cancelled", "cancel ended in {state:?}: {err}");
+
+    // Bad model URLs end in a clear error state.
+    let closed = free_port();
+    let bad = [
+        (format!("http://127.0.0.1:{closed}/model.safetensors"), "could not reach"),
+        ("/index.html".to_string(), "HTML page"),
+        ("/fixtures/tokenizer_cases.json".to_string(), "not a safetensors file"),
+        ("/fixtures/missing.safetensors".to_string(), "HTTP 404"),
+    ];
+    for (url, want) in bad {
+        b.visit(&format!("?model={}&prompt=x&w=64&h=64&steps=1&autorun=1", enc(&url)));
+        let (state, err) = b.wait_for(&["done"]);
+        eprintln!("{url}: {state}: {err}");
+        assert_eq!(state, "error", "{url} ended in {state:?}");
+        assert!(err.contains(want), "{url}: error {err:?} does not say {want:?}");
+    }
+    b.screenshot("error.png");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,9 @@ fn fixture_lands_bit_exact_on_the_gpu() {
         let l = load_path(&model, None, GpuSink::new(&gpu), target, chunk, |_| {}).unwrap();
         let w = l.sink.into_weights().unwrap();
         assert_eq!(w.len(), want.len());
+        // Weights get exact-size buffers (4-byte padded), not pool size classes.
+        let exact: u64 = w.map.values().map(|t| t.byte_len_padded()).sum();
+        assert_eq!(gpu.memory_stats(), (exact, 0), "weights must use exact-size, unpooled buffers");
         for (name, (t, bytes)) in &want {
             let g = w.get(name).unwrap();
             assert_eq!(g.shape(), &t.shape[..], "{name}");
@@ -32,6 +35,8 @@ fn fixture_lands_bit_exact_on_the_gpu() {
             let back = pollster::block_on(g.to_bytes(&gpu)).unwrap();
             assert!(back == *bytes, "{name} differs on the GPU ({}, {target:?})", model.display());
         }
+        drop(w);
+        assert_eq!(gpu.memory_stats().0, 0, "dropped weights go back to the driver");
     }
 }
 

@@ -1,21 +1,62 @@
-// The page <-> worker message protocol. Every message is a plain object with a `type`.
+// The page <-> worker message protocol. Every message is a plain object with a `type`; both
+// sides validate with `check`, so a malformed message is an error, never silence.
+//
+// Settings (the generation settings; field names of the Rust `pipeline::Settings`):
+//   {prompt: string, negative: string|null, width, height, steps, cfg, seed,
+//    sampler: "euler"|"euler_a"|"dpmpp_2m"|"ddim", karras: bool,
+//    rating: "none"|"sensitive"|"questionable"|"explicit", clip_skip: number, v_prediction: bool}
+//   negative null = no negative prompt (zero conditioning); "" = the empty string encoded.
 //
 // Page -> worker:
-//   {type: "init", forceF32: boolean}            acquire WebGPU, reply "ready" or "error"
-//   {type: "selfTest", values: number[]}         run the smoke kernel, reply "selfTest"
+//   {type: "init", forceF32: boolean}              acquire WebGPU -> "ready" | "error"
+//   {type: "selfTest", values: number[]}           smoke kernel -> "selfTest"
+//   {type: "load", source}                         source = {kind: "url", url} | {kind: "file", file: File}
+//                                                  -> "loadProgress"* then "loaded" | "error"
+//   {type: "generate", id: number, settings}       -> "step"* then "result" | "cancelled" | "error"
+//   {type: "cancel"}                               stop the running download or generation
+//   {type: "listCache"}                            -> "cache"
+//   {type: "deleteCache", key: string}             -> "cache"
 // Worker -> page:
-//   {type: "ready", info: GpuInfo}               GpuInfo = the JSON of `sdxl info --json`
+//   {type: "ready", info}                          info = the JSON of `sdxl info --json`
 //   {type: "selfTest", values: number[]}
-//   {type: "error", message: string}
-//
-// Both sides validate with `check` so a malformed message is an error, never silence.
+//   {type: "loadProgress", loaded, total, rate, eta, phase}
+//       bytes so far, total bytes (null if unknown), bytes/s, seconds left (null if unknown);
+//       phase "download" (network, also written to the cache), "cache" (from disk), "file"
+//   {type: "loaded", name, source, inspection, wasmMemory}
+//       source "network" | "cache" | "file"; inspection = `sdxl inspect --json`'s object;
+//       wasmMemory = the wasm memory's size in bytes after the load
+//   {type: "step", id, step, total, preview: {width, height, rgba: Uint8ClampedArray}}
+//   {type: "result", id, png: Uint8Array, parameters: string, seed, width, height, ms}
+//   {type: "cancelled", id}                        id null when a load was cancelled
+//   {type: "cache", entries: [{key, url, name, size, stored, complete}]}
+//   {type: "error", message: string, during: "init"|"load"|"generate"|"cache"|"protocol",
+//    deviceLost: boolean}
 
-export const TO_WORKER = { init: ["forceF32"], selfTest: ["values"] };
-export const TO_PAGE = { ready: ["info"], selfTest: ["values"], error: ["message"] };
+export const TO_WORKER = {
+  init: ["forceF32"],
+  selfTest: ["values"],
+  load: ["source"],
+  generate: ["id", "settings"],
+  cancel: [],
+  listCache: [],
+  deleteCache: ["key"],
+};
+
+export const TO_PAGE = {
+  ready: ["info"],
+  selfTest: ["values"],
+  loadProgress: ["loaded", "total", "rate", "eta", "phase"],
+  loaded: ["name", "source", "inspection", "wasmMemory"],
+  step: ["id", "step", "total", "preview"],
+  result: ["id", "png", "parameters", "seed", "width", "height", "ms"],
+  cancelled: ["id"],
+  cache: ["entries"],
+  error: ["message", "during", "deviceLost"],
+};
 
 /** Throws unless `msg` is one of `table`'s types and carries its fields. */
 export function check(table, msg) {
-  if (!msg || typeof msg !== "object" || !(msg.type in table)) {
+  if (!msg || typeof msg !== "object" || !Object.hasOwn(table, msg.type)) {
     throw new Error(`unknown message ${JSON.stringify(msg && msg.type)}`);
   }
   for (const f of table[msg.type]) {

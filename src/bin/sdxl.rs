@@ -53,6 +53,9 @@ mod cli {
         Serve {
             #[arg(long, default_value = "www")]
             dir: std::path::PathBuf,
+            /// Also serve DIR under /PREFIX/ (repeatable), e.g. `--mount fixtures=tests/fixtures`.
+            #[arg(long, value_name = "PREFIX=DIR")]
+            mount: Vec<String>,
             #[arg(long, default_value_t = 8080)]
             port: u16,
             #[arg(long, default_value = "127.0.0.1")]
@@ -191,7 +194,7 @@ mod cli {
             Command::Dev { command: DevCommand::Load { model, vae, sink, chunk_mib } } => {
                 dev_load(opts, &model, vae.as_deref(), &sink, chunk_mib)
             }
-            Command::Serve { dir, port, host } => serve::run(&dir, &host, port),
+            Command::Serve { dir, port, host, mount } => serve::run(&dir, &mount, &host, port),
             Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
             Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
             Command::Generate(args) => generate(opts, args),
@@ -527,19 +530,42 @@ mod cli {
 
         use sdxl_web::{Error, Result};
 
-        pub fn run(dir: &Path, host: &str, port: u16) -> Result<()> {
-            let root = dir.canonicalize().map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+        /// The served roots: "" for `dir`, then each mount's URL prefix (longest match wins).
+        type Roots = Vec<(String, PathBuf)>;
+
+        pub fn run(dir: &Path, mounts: &[String], host: &str, port: u16) -> Result<()> {
+            let canon = |d: &Path| d.canonicalize().map_err(|e| Error::Io { path: d.display().to_string(), source: e });
+            let mut roots: Roots = vec![(String::new(), canon(dir)?)];
+            for m in mounts {
+                let (prefix, d) =
+                    m.split_once('=').ok_or_else(|| Error::Input(format!("--mount {m:?}: expected PREFIX=DIR")))?;
+                let prefix = prefix.trim_matches('/');
+                if prefix.is_empty() || prefix.contains("..") {
+                    return Err(Error::Input(format!("--mount {m:?}: the prefix must be a plain path")));
+                }
+                roots.push((format!("/{prefix}/"), canon(Path::new(d))?));
+            }
+            roots.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
             let listener =
                 TcpListener::bind((host, port)).map_err(|e| Error::Io { path: format!("{host}:{port}"), source: e })?;
             let addr = listener.local_addr().map_err(|e| Error::Io { path: format!("{host}:{port}"), source: e })?;
-            println!("serving {} at http://{addr}/", root.display());
+            for (p, d) in roots.iter().rev() {
+                println!("serving {} at http://{addr}{}", d.display(), if p.is_empty() { "/" } else { p });
+            }
+            let roots = std::sync::Arc::new(roots);
             for stream in listener.incoming().flatten() {
-                let root = root.clone();
+                let roots = roots.clone();
                 std::thread::spawn(move || {
-                    let _ = handle(stream, &root);
+                    let _ = handle(stream, &roots);
                 });
             }
             Ok(())
+        }
+
+        /// The file for a URL under the longest matching root.
+        fn lookup(roots: &Roots, url: &str) -> Option<PathBuf> {
+            let (prefix, root) = roots.iter().find(|(p, _)| url.starts_with(p.as_str()))?;
+            resolve(root, &url[prefix.len().saturating_sub(1)..])
         }
 
         fn mime(p: &Path) -> &'static str {
@@ -606,7 +632,7 @@ mod cli {
             (start <= end && end < len).then_some((start, end))
         }
 
-        fn handle(stream: TcpStream, root: &Path) -> std::io::Result<()> {
+        fn handle(stream: TcpStream, roots: &Roots) -> std::io::Result<()> {
             let mut reader = BufReader::new(stream.try_clone()?);
             let mut out = stream;
             loop {
@@ -629,7 +655,7 @@ mod cli {
                     }
                 }
                 let cors = "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges\r\n";
-                let file = resolve(root, &url).and_then(|p| File::open(&p).ok().map(|f| (p, f)));
+                let file = lookup(roots, &url).and_then(|p| File::open(&p).ok().map(|f| (p, f)));
                 let Some((path, mut f)) = file.filter(|(p, _)| p.is_file()) else {
                     let body = b"not found\n";
                     write!(
@@ -692,6 +718,18 @@ mod cli {
                 assert_eq!(resolve(root, "/../etc/passwd"), None);
                 assert_eq!(resolve(root, "/%2e%2e/etc/passwd"), None);
                 assert_eq!(resolve(root, "/pkg/a.js?x=1"), Some(PathBuf::from("/srv/www/pkg/a.js")));
+            }
+
+            #[test]
+            fn mounts() {
+                let roots: Roots = vec![
+                    ("/fixtures/".into(), PathBuf::from("/repo/tests/fixtures")),
+                    (String::new(), PathBuf::from("/srv/www")),
+                ];
+                let got = lookup(&roots, "/fixtures/tiny/m.safetensors");
+                assert_eq!(got, Some(PathBuf::from("/repo/tests/fixtures/tiny/m.safetensors")));
+                assert_eq!(lookup(&roots, "/fixtures/../x"), None);
+                assert_eq!(lookup(&roots, "/fixturesx/a.js"), Some(PathBuf::from("/srv/www/fixturesx/a.js")));
             }
         }
     }

@@ -228,6 +228,11 @@ impl Gpu {
         })
     }
 
+    /// Why the device was lost, if it was (the page offers a reload then).
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The first device error or loss since start, as an `Error`.
     pub fn check(&self) -> Result<()> {
         if let Some(m) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {

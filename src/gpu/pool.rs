@@ -22,6 +22,8 @@ pub(crate) struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     class: u64,
     pool: BufferPool,
+    /// Exact-size buffers (weights) are destroyed on drop instead of cached.
+    pooled: bool,
 }
 
 impl PooledBuffer {
@@ -35,8 +37,12 @@ impl Drop for PooledBuffer {
         if let Some(b) = self.buffer.take() {
             let mut p = self.pool.lock();
             p.live_bytes -= self.class;
-            p.cached_bytes += self.class;
-            p.free.entry(self.class).or_default().push(b);
+            if self.pooled {
+                p.cached_bytes += self.class;
+                p.free.entry(self.class).or_default().push(b);
+            } else {
+                b.destroy();
+            }
         }
     }
 }
@@ -82,7 +88,22 @@ impl BufferPool {
                 mapped_at_creation: false,
             })
         });
-        PooledBuffer { buffer: Some(buffer), class, pool: self.clone() }
+        PooledBuffer { buffer: Some(buffer), class, pool: self.clone(), pooled: true }
+    }
+
+    /// A buffer of exactly `bytes` (rounded to 4) that never enters the pool: for weights, which
+    /// live as long as the model, so size-class rounding would only waste memory (~600 MiB for
+    /// SDXL) and a freed weight should go straight back to the driver.
+    pub(crate) fn get_exact(&self, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+        let size = bytes.max(4).next_multiple_of(4);
+        self.lock().live_bytes += size;
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        PooledBuffer { buffer: Some(buffer), class: size, pool: self.clone(), pooled: false }
     }
 
     /// Destroy every cached (unused) buffer, e.g. between the UNet and the VAE.

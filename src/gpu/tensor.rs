@@ -39,9 +39,18 @@ impl std::fmt::Debug for Tensor {
 
 impl Tensor {
     /// An uninitialised tensor (contents are whatever the pooled buffer held).
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Self::alloc(gpu, shape, dtype, true)
+    }
+
+    /// An uninitialised tensor in a buffer of exactly its size, outside the pool (weights).
+    pub fn empty_exact(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Self::alloc(gpu, shape, dtype, false)
+    }
+
     // wgpu's web types are !Send; wasm32 is single-threaded, so the Arc is only an Rc there.
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
-    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    fn alloc(gpu: &Gpu, shape: &[usize], dtype: DType, pooled: bool) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let bytes = (n as u64 * dtype.size() as u64).next_multiple_of(4);
         if bytes > gpu.limits.max_buffer_size {
@@ -51,7 +60,7 @@ impl Tensor {
                 gpu.limits.max_buffer_size >> 20
             )));
         }
-        let buf = gpu.pool.get(&gpu.device, bytes);
+        let buf = if pooled { gpu.pool.get(&gpu.device, bytes) } else { gpu.pool.get_exact(&gpu.device, bytes) };
         Ok(Tensor { shape: shape.to_vec(), dtype, buf: Arc::new(buf) })
     }
 

@@ -152,7 +152,7 @@ impl TensorSink for GpuSink<'_> {
         if id != self.tensors.len() {
             return Err(Error::Weights(format!("sink: tensor id {id} out of order")));
         }
-        let tensor = Tensor::empty(self.gpu, &t.shape, t.dtype)
+        let tensor = Tensor::empty_exact(self.gpu, &t.shape, t.dtype)
             .map_err(|e| Error::Gpu(format!("allocating '{}': {e}", t.name)))?;
         self.tensors.push(Some(tensor));
         self.names.push(t.name.clone());
