@@ -143,8 +143,8 @@ impl Engine {
         self.gpu.trim_pool();
     }
 
-    /// Stream an SDXL single-file checkpoint to the GPU. `name` labels errors and the PNG's
-    /// `Model:` field; `size` (bytes, if known) lets a short stream be reported as truncated;
+    /// Stream an SDXL single-file checkpoint to the GPU. `name` (the file name without
+    /// `.safetensors`) labels errors and the PNG's `Model:` field; `size` (bytes, if known) lets a short stream be reported as truncated;
     /// `read` yields the file's bytes in order. Only one chunk is in wasm memory at a time.
     /// Returns the inspection (layout, parameter counts, config) as JSON. A failed load frees
     /// everything it allocated; the previous model is unloaded first either way.
@@ -157,7 +157,7 @@ impl Engine {
         self.unload();
         let gpu = &self.gpu;
         let mut loader = Loader::new(GpuSink::new(gpu), DType::F16, "single-file");
-        let label = format!("{name}.safetensors");
+        let label = name.clone();
         loader
             .begin_file(label.clone(), FileRole::SingleFile { with_vae: true }, size.map(|s| s as u64))
             .map_err(js_err)?;

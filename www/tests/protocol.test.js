@@ -1,0 +1,57 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { check, TO_WORKER, TO_PAGE } from "../protocol.js";
+
+const settings = {
+  prompt: "a cat", negative: null, width: 1024, height: 1024, steps: 25, cfg: 7, seed: 1,
+  sampler: "euler_a", karras: false, rating: "none", clip_skip: 0, v_prediction: false,
+};
+
+const toWorker = [
+  { type: "init", forceF32: false },
+  { type: "selfTest", values: [0, 1] },
+  { type: "load", source: { kind: "url", url: "https://h.test/m.safetensors" } },
+  { type: "load", source: { kind: "file", file: new Blob([]) } },
+  { type: "generate", id: 1, settings },
+  { type: "cancel" },
+  { type: "listCache" },
+  { type: "deleteCache", key: "0123456789abcdef-m" },
+];
+
+const toPage = [
+  { type: "ready", info: { name: "gpu", backend: "webgpu", shader_f16: true, limits: {} } },
+  { type: "selfTest", values: [1.5] },
+  { type: "loadProgress", loaded: 1, total: null, rate: 0, eta: null, phase: "download" },
+  { type: "loaded", name: "m", source: "cache", inspection: {}, wasmMemory: 1 << 20 },
+  { type: "step", id: 1, step: 1, total: 25, preview: { width: 8, height: 8, rgba: new Uint8ClampedArray(256) } },
+  { type: "result", id: 1, png: new Uint8Array(8), parameters: "a cat", seed: 1, width: 64, height: 64, ms: 10 },
+  { type: "cancelled", id: null },
+  { type: "cache", entries: [] },
+  { type: "error", message: "boom", during: "load", deviceLost: false },
+];
+
+test("every documented message passes check", () => {
+  for (const m of toWorker) assert.equal(check(TO_WORKER, m), m);
+  for (const m of toPage) assert.equal(check(TO_PAGE, m), m);
+  assert.deepEqual(Object.keys(TO_WORKER).sort(), [...new Set(toWorker.map((m) => m.type))].sort());
+  assert.deepEqual(Object.keys(TO_PAGE).sort(), [...new Set(toPage.map((m) => m.type))].sort());
+});
+
+test("unknown types, missing fields and non-objects are rejected", () => {
+  assert.throws(() => check(TO_WORKER, { type: "explode" }), /unknown message "explode"/);
+  assert.throws(() => check(TO_WORKER, { type: "toString" }), /unknown message/);
+  assert.throws(() => check(TO_PAGE, { type: "init", forceF32: true }), /unknown message "init"/);
+  assert.throws(() => check(TO_WORKER, { type: "ready", info: {} }), /unknown message "ready"/);
+  for (const bad of [null, undefined, 3, "init", [], true]) {
+    assert.throws(() => check(TO_WORKER, bad), /unknown message/);
+    assert.throws(() => check(TO_PAGE, bad), /unknown message/);
+  }
+  for (const m of [...toWorker.map((m) => [TO_WORKER, m]), ...toPage.map((m) => [TO_PAGE, m])]) {
+    const [table, msg] = m;
+    for (const f of table[msg.type]) {
+      const copy = { ...msg };
+      delete copy[f];
+      assert.throws(() => check(table, copy), new RegExp(`message "${msg.type}" lacks field "${f}"`));
+    }
+  }
+});
