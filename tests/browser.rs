@@ -119,7 +119,8 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Browser {
+    /// Serves www/, tests/fixtures at /fixtures/ and each `(prefix, dir)` of `mounts`.
+    fn start(mounts: &[(&str, &Path)]) -> Browser {
         let www = root().join("www");
         assert!(www.join("pkg/sdxl_web_bg.wasm").exists(), "www/pkg is missing: run `./x wasm` (or `./x test`) first");
         for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
@@ -127,19 +128,20 @@ impl Browser {
         }
         let (web, drv) = (free_port(), free_port());
         let fixtures = format!("fixtures={}", root().join("tests/fixtures").display());
-        let server = Killer(
-            Command::new(env!("CARGO_BIN_EXE_sdxl"))
-                .args(["serve", "--dir", www.to_str().unwrap(), "--mount", &fixtures, "--port", &web.to_string()])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_sdxl"));
+        serve.args(["serve", "--dir", www.to_str().unwrap(), "--mount", &fixtures, "--port", &web.to_string()]);
+        for (prefix, dir) in mounts {
+            serve.args(["--mount", &format!("{prefix}={}", dir.display())]);
+        }
+        let server = Killer(serve.stdout(Stdio::null()).spawn().unwrap());
         let driver = Killer(
             Command::new("/usr/bin/chromedriver").arg(format!("--port={drv}")).stdout(Stdio::null()).spawn().unwrap(),
         );
         wait_port(web, "sdxl serve");
         wait_port(drv, "chromedriver");
-        let profile = std::env::temp_dir().join(format!("sdxl-chromium-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = std::env::temp_dir().join(format!("sdxl-chromium-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
@@ -254,7 +256,7 @@ fn browser_generates_what_the_cli_generates() {
     assert!(out.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out.stderr));
     let (cli_rgb, cw, ch, cli_params) = decode_png(&std::fs::read(&cli_png).unwrap());
 
-    let b = Browser::start();
+    let b = Browser::start(&[]);
     let query = format!(
         "?model={}&prompt={}&negative={}&seed={SEED}&steps={STEPS}&cfg=5&w=64&h=64&sampler=euler_a&autorun=1",
         enc("/fixtures/tiny-sdxl/tiny-sdxl.safetensors"),
@@ -329,4 +331,40 @@ fn browser_generates_what_the_cli_generates() {
     }
     b.screenshot("error.png");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A measurement, not a CI test (it needs a 6.9 GB file and several minutes): streams a
+/// full-size SDXL checkpoint (`sdxl dev random-checkpoint --out FILE`, path in SDXL_BIG_MODEL)
+/// into the page's GPU and OPFS cache, prints the wasm memory and the times, and checks the
+/// wasm memory bound (512 MiB). `SDXL_BIG_MODEL=FILE cargo test --release --test browser -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement: needs SDXL_BIG_MODEL (a full-size checkpoint) and minutes"]
+fn full_size_checkpoint_streams_with_bounded_wasm_memory() {
+    let file = PathBuf::from(std::env::var("SDXL_BIG_MODEL").expect("set SDXL_BIG_MODEL to a full-size checkpoint"));
+    let (dir, name) = (file.parent().unwrap(), file.file_name().unwrap().to_str().unwrap());
+    let size = std::fs::metadata(&file).unwrap().len();
+    let b = Browser::start(&[("big", dir)]);
+    for want in ["network", "cache"] {
+        b.visit(&format!("?model={}", enc(&format!("/big/{name}"))));
+        b.wait_for(&["ready", "loaded"]);
+        let t = Instant::now();
+        b.exec("document.querySelector('#load').click(); return null");
+        std::thread::sleep(Duration::from_secs(1));
+        let (state, err) = b.wait_for(&["loaded"]);
+        assert_eq!(state, "loaded", "{err}");
+        let secs = t.elapsed().as_secs_f64();
+        let loaded = b.exec("return window.sdxlLoaded");
+        let mem = loaded["wasmMemory"].as_f64().unwrap();
+        eprintln!(
+            "{name}: {size} bytes from {} in {secs:.1} s ({:.0} MB/s), wasm memory {:.1} MiB, params unet {} text_encoder_2 {}",
+            loaded["source"],
+            size as f64 / secs / 1e6,
+            mem / 1048576.0,
+            loaded["inspection"]["components"]["unet"]["params"],
+            loaded["inspection"]["components"]["text_encoder_2"]["params"]
+        );
+        assert_eq!(loaded["source"], want);
+        assert!(mem < 512.0 * 1048576.0, "wasm memory {mem} bytes");
+    }
+    b.screenshot("full-size-load.png");
 }

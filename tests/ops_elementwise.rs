@@ -397,6 +397,17 @@ fn run_layout(force_f32: bool) {
         let back = ew::tokens_to_nchw(&gpu, &tok, 3, 5).unwrap();
         assert_eq!(back.shape(), [2, 10, 3, 5]);
         check("tokens_to_nchw", &gpu, &back.to_vec_f32_blocking(&gpu).unwrap(), &rf, tol_for(dt, 0.0));
+        // Row slices (OpenCLIP's fused q/k/v split): rows 2..5 of [6, 4, 3]; an odd row of F16
+        // halves would not be whole words and is refused.
+        let xs = rand(6 * 12, 5, 1.0);
+        let (ts, rs) = upload(&gpu, &[6, 4, 3], DType::F32, &xs);
+        let y = ew::slice_rows(&gpu, &ts, 2, 5).unwrap();
+        assert_eq!(y.shape(), [3, 4, 3]);
+        check("slice_rows", &gpu, &y.to_vec_f32_blocking(&gpu).unwrap(), &rs[24..60], (0.0, 0.0));
+        let odd = Tensor::from_f32(&gpu, &[4, 3], DType::F16, &xs[..12]).unwrap();
+        assert!(ew::slice_rows(&gpu, &odd, 1, 2).is_err());
+        assert!(ew::slice_rows(&gpu, &ts, 4, 7).is_err());
+
         // Casts both ways.
         let x = rand(1001, 4, 70_000.0);
         let t = Tensor::from_f32(&gpu, &[1001], DType::F32, &x).unwrap();

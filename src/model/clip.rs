@@ -9,7 +9,9 @@
 use super::Params;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::ops::attention::attention;
-use crate::ops::elementwise::{add, cast, concat_channels, embed_tokens, gelu, quick_gelu, transpose_last2};
+use crate::ops::elementwise::{
+    add, cast, concat_channels, embed_tokens, gelu, quick_gelu, slice_rows, transpose_last2,
+};
 use crate::ops::linear::linear;
 use crate::ops::norm::layer_norm;
 use crate::prompt::{Chunk, PromptTokens};
@@ -238,8 +240,8 @@ impl ClipText {
                 let w = self.w(p, &format!("{l}in_proj_weight"), &[3 * h, h])?;
                 let bias = self.w(p, &format!("{l}in_proj_bias"), &[3 * h])?.reshape(&[3, h])?;
                 let proj = |j: usize| -> Result<Tensor> {
-                    let wj = rows(gpu, w, j * h, (j + 1) * h)?;
-                    let bj = rows(gpu, &bias, j, j + 1)?.reshape(&[h])?;
+                    let wj = slice_rows(gpu, w, j * h, (j + 1) * h)?;
+                    let bj = slice_rows(gpu, &bias, j, j + 1)?.reshape(&[h])?;
                     linear(gpu, &n, &wj, Some(&bj), act)
                 };
                 (proj(0)?, proj(1)?, proj(2)?)
@@ -310,23 +312,6 @@ impl ClipText {
         };
         linear(gpu, &row, &pt, None, DType::F32)?.reshape(&[1, proj])
     }
-}
-
-/// Rows r0..r1 of t ([R, ..]) as a new tensor (a GPU copy, ordered with recorded work).
-fn rows(gpu: &Gpu, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
-    let s = t.shape();
-    let row: usize = s.iter().skip(1).product::<usize>() * t.dtype().size();
-    if s.is_empty() || r1 > s[0] || r0 > r1 || !row.is_multiple_of(4) {
-        return Err(Error::Input(format!("rows {r0}..{r1} of {s:?}: out of range or rows not whole words")));
-    }
-    let mut shape = s.to_vec();
-    shape[0] = r1 - r0;
-    let y = Tensor::empty(gpu, &shape, t.dtype())?;
-    let bytes = ((r1 - r0) * row) as u64;
-    if bytes > 0 {
-        gpu.with_encoder(|e| e.copy_buffer_to_buffer(t.buffer(), (r0 * row) as u64, y.buffer(), 0, bytes));
-    }
-    Ok(y)
 }
 
 /// A1111 emphasis (`process_tokens`) on z [chunks, 77, C] (row-major): each token's hidden

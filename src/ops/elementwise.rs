@@ -764,3 +764,21 @@ pub fn embed_tokens(gpu: &Gpu, ids: &[u32], seq_len: usize, tok: &Tensor, pos: &
     }
     Ok(y)
 }
+
+/// Rows r0..r1 of t ([R, ..]) as a new tensor: a GPU buffer copy, ordered with recorded work
+/// (OpenCLIP's fused q/k/v `in_proj` split into three projections).
+pub fn slice_rows(gpu: &Gpu, t: &Tensor, r0: usize, r1: usize) -> Result<Tensor> {
+    let s = t.shape();
+    let row: usize = s.iter().skip(1).product::<usize>() * t.dtype().size();
+    if s.is_empty() || r1 > s[0] || r0 > r1 || !row.is_multiple_of(4) {
+        return Err(Error::Input(format!("rows {r0}..{r1} of {s:?}: out of range or rows not whole words")));
+    }
+    let mut shape = s.to_vec();
+    shape[0] = r1 - r0;
+    let y = Tensor::empty(gpu, &shape, t.dtype())?;
+    let bytes = ((r1 - r0) * row) as u64;
+    if bytes > 0 {
+        gpu.with_encoder(|e| e.copy_buffer_to_buffer(t.buffer(), (r0 * row) as u64, y.buffer(), 0, bytes));
+    }
+    Ok(y)
+}
