@@ -247,7 +247,12 @@ fn attn_gen(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     var l = 0.0;
     let kend = key_end(row_base, GQ);
     for (var t0 = 0u; t0 < kend; t0 += GK) {
+        // Zeroed explicitly each tile: relying on the loop-body declaration to re-zero it gave
+        // stale sums from the previous tile on Chrome/SwiftShader.
         var sc: array<f32, SPT>;
+        for (var e = 0u; e < SPT; e++) {
+            sc[e] = 0.0;
+        }
         for (var dc = 0u; dc < p.d; dc += 32u) {
             workgroupBarrier();
             for (var i = lid; i < GQ * 8u; i += 64u) {

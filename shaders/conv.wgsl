@@ -201,7 +201,12 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         workgroupBarrier();
         for (var kq = 0u; kq < BK; kq += 4u) {
             if (HALF_MATH) {
+                // Zeroed explicitly: a loop-body declaration's implicit zero value is not
+                // re-applied each iteration by every WGSL compiler (seen on Chrome/SwiftShader).
                 var ph: array<vec4<MT>, 16>;
+                for (var z = 0u; z < 16u; z++) {
+                    ph[z] = vec4<MT>(0.0);
+                }
                 for (var kk = kq; kk < kq + 4u; kk++) {
                     let a0 = As[kk * 16u + tx * 2u];
                     let a1 = As[kk * 16u + tx * 2u + 1u];

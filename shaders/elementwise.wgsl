@@ -1,5 +1,5 @@
 // elementwise: pointwise activations, broadcast add/mul, GEGLU, nearest 2x upsample, strided copy
-// (channel concat, cast), batched transpose (NCHW <-> tokens), sinusoidal timestep embedding and
+// (channel concat, cast), batched transpose (NCHW <-> tokens),
 // token + position embedding lookup.
 //
 // Every tensor is `array<u32>`: F32 elements are one word (bitcast), F16 elements two per word
@@ -21,7 +21,6 @@
 //   upsample  0 x [.., H, W] (read), 1 y [.., 2H, 2W] (rw), 2 UpP
 //   upsample_to 0 x [P, H, W] (read), 1 y [P, OH, OW] (rw), 2 UpToP
 //   transpose 0 x [B, R, S] (read), 1 y [B, S, R] (rw), 2 TrP
-//   timestep  0 t [B] f32 (read), 1 freqs [half] f32 (read), 2 y [B, dim] (rw), 3 TsP
 //   embed     0 ids [N] u32 (read), 1 tok [V, C] (read, a row window), 2 pos [T, C] (read), 3 y (rw), 4 EmbP
 // Dispatch: 1-D over element pairs, 256 threads per workgroup, split over x/y by `gpu::grid`
 //   (linear id = gid.x + gid.y * num_workgroups.x * 256); transpose: (ceil(S/32), ceil(R/32), 1)
@@ -482,60 +481,6 @@ fn transpose(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         } else {
             ty[j] = bitcast<u32>(v);
         }
-    }
-}
-
-// ---- sinusoidal timestep embedding --------------------------------------------------------------------
-// diffusers get_timestep_embedding(flip_sin_to_cos=True): y[b] = [cos(t f), sin(t f)] (+ a zero
-// pad column when dim is odd); freqs are computed on the host exactly as torch does in f32.
-struct TsP {
-    n: u32,
-    dim: u32,
-    half_dim: u32,
-    _p: u32,
-}
-
-@group(0) @binding(0) var<storage, read> tt: array<f32>;
-@group(0) @binding(1) var<storage, read> tfreq: array<f32>;
-@group(0) @binding(2) var<storage, read_write> tsy: array<u32>;
-@group(0) @binding(3) var<uniform> tsp: TsP;
-
-// sin/cos with Cody-Waite reduction by 2*pi: timestep arguments reach ~1000 rad, where GPU
-// sin/cos lose accuracy without reduction.
-fn reduce_2pi(x: f32) -> f32 {
-    let k = round(x * 0.15915494309189535);
-    // 2*pi split as hi + lo with hi exactly representable in few bits.
-    let r = fma(-k, 6.28125, x);
-    return fma(-k, 1.9353071795864769e-3, r);
-}
-
-fn ts_elem(k: u32) -> f32 {
-    let b = k / tsp.dim;
-    let i = k - b * tsp.dim;
-    if (i >= 2u * tsp.half_dim) {
-        return 0.0;
-    }
-    let f = tfreq[i % tsp.half_dim];
-    let a = reduce_2pi(tt[b] * f);
-    if (i < tsp.half_dim) {
-        return cos(a);
-    }
-    return sin(a);
-}
-
-@compute @workgroup_size(256)
-fn timestep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = pair_id(gid, nwg) * 2u;
-    if (j >= tsp.n) {
-        return;
-    }
-    let hi = j + 1u < tsp.n;
-    let v = vec2<f32>(ts_elem(j), select(0.0, ts_elem(j + 1u), hi));
-    if (Y_HALF) {
-        tsy[j >> 1u] = pack2x16float(v);
-    } else {
-        tsy[j] = bitcast<u32>(v.x);
-        if (hi) { tsy[j + 1u] = bitcast<u32>(v.y); }
     }
 }
 

@@ -227,7 +227,12 @@ fn tiled(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: ve
         workgroupBarrier();
         for (var kc = 0u; kc < BK; kc += 4u) {
             if (HALF_MATH) {
+                // Zeroed explicitly: a loop-body declaration's implicit zero value is not
+                // re-applied each iteration by every WGSL compiler (seen on Chrome/SwiftShader).
                 var ph: array<vec4<MT>, 16>;
+                for (var z = 0u; z < 16u; z++) {
+                    ph[z] = vec4<MT>(0.0);
+                }
                 for (var kk = kc; kk < kc + 4u; kk++) {
                     let a0 = As[kk * 16u + ty * 2u];
                     let a1 = As[kk * 16u + ty * 2u + 1u];

@@ -343,6 +343,27 @@ pub struct Dump {
     pub ids: Vec<(String, Vec<usize>, Vec<i32>)>,
 }
 
+impl Dump {
+    /// One safetensors file (F32 tensors, I32 ids): `sdxl generate --dump` and the web API.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = self
+            .f32s
+            .iter()
+            .map(|(n, s, v)| (n.clone(), s.clone(), Dtype::F32, bytemuck::cast_slice(v).to_vec()))
+            .chain(
+                self.ids.iter().map(|(n, s, v)| (n.clone(), s.clone(), Dtype::I32, bytemuck::cast_slice(v).to_vec())),
+            )
+            .collect();
+        let err = |e: safetensors::SafeTensorError| Error::Input(format!("dump: {e}"));
+        let views = bytes
+            .iter()
+            .map(|(n, s, dt, b)| Ok((n.as_str(), TensorView::new(*dt, s.clone(), b).map_err(err)?)))
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::tensor::serialize(views, None).map_err(err)
+    }
+}
+
 pub struct Output {
     pub png: Vec<u8>,
     /// Interleaved RGB8, `width × height × 3`.
@@ -455,6 +476,9 @@ pub async fn generate_with(
         let cond = Cond { timesteps: &ts, context: &context, pooled: &pooled, time_ids: &time_ids };
         let out = unet.forward(gpu, &x, &cond)?.to_vec_f32(gpu).await?;
         gpu.check()?;
+        if let Some(d) = d.as_mut().filter(|_| i == 0) {
+            d.f32s.push(("unet_out_0".into(), vec![b, c, lh, lw], out.clone()));
+        }
         let eps: Vec<f32> = if cfg_on {
             let (u, t) = out.split_at(n);
             u.iter().zip(t).map(|(&u, &t)| u + s.cfg * (t - u)).collect()

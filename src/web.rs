@@ -69,10 +69,18 @@ pub struct Image {
     seed: u64,
     width: usize,
     height: usize,
+    dump: Option<Vec<u8>>,
 }
 
 #[wasm_bindgen]
 impl Image {
+    /// With `generate(.., dump = true)`: the token ids, embeddings, time ids, initial and final
+    /// latents and the first UNet output as one safetensors file (what `sdxl generate --dump`
+    /// writes), to compare a browser run with the CLI or a reference stage by stage.
+    #[wasm_bindgen(getter)]
+    pub fn dump(&self) -> Option<Vec<u8>> {
+        self.dump.clone()
+    }
     /// The PNG file, with the A1111 `parameters` text chunk.
     #[wasm_bindgen(getter)]
     pub fn png(&self) -> Vec<u8> {
@@ -192,11 +200,13 @@ impl Engine {
     }
 
     /// Prompt → PNG. `settings` is a JSON [`Settings`] object; `on_step` gets each step's preview
-    /// and returns false to cancel (the promise then rejects with "cancelled").
+    /// and returns false to cancel (the promise then rejects with "cancelled"); `dump` keeps the
+    /// intermediate tensors in [`Image::dump`].
     pub async fn generate(
         &self,
         settings: String,
         #[wasm_bindgen(unchecked_param_type = "OnStep")] on_step: Function,
+        dump: Option<bool>,
     ) -> Result<Image, JsError> {
         let s = Settings::from_json(&settings).map_err(js_err)?;
         let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
@@ -215,10 +225,20 @@ impl Engine {
             // A throwing callback cancels too: the page can no longer follow the run.
             on_step.call1(&JsValue::NULL, &o).map(|r| r.as_bool() != Some(false)).unwrap_or(false)
         };
-        let out = crate::pipeline::generate(&self.gpu, &model, &s, &mut step).await.map_err(js_err)?;
+        let out = crate::pipeline::generate_with(&self.gpu, &model, &s, dump.unwrap_or(false), &mut step)
+            .await
+            .map_err(js_err)?;
+        let dump = out.dump.as_ref().map(|d| d.to_safetensors()).transpose().map_err(js_err)?;
         // Hand the activations back so an idle tab holds only the weights.
         self.gpu.trim_pool();
-        Ok(Image { png: out.png, parameters: out.parameters, seed: out.seed, width: out.width, height: out.height })
+        Ok(Image {
+            png: out.png,
+            parameters: out.parameters,
+            seed: out.seed,
+            width: out.width,
+            height: out.height,
+            dump,
+        })
     }
 
     /// The token ids per encoder, as `sdxl tokenize --json` prints them.

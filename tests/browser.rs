@@ -27,6 +27,11 @@ const PROMPT: &str = "1girl, (silver hair:1.2), looking at viewer";
 const NEGATIVE: &str = "lowres, bad hands";
 const SEED: &str = "1234";
 const STEPS: &str = "4";
+/// Library test, browser vs CLI stage by stage (both f32 path): text embeddings absolute, the
+/// first UNet output and the final latents relative to their standard deviation.
+const STAGE_EMBED_ABS: f64 = 1e-4;
+const STAGE_UNET_REL_STD: f64 = 1e-4;
+const STAGE_LATENT_REL_STD: f64 = 1e-3;
 
 struct Killer(Child);
 impl Drop for Killer {
@@ -330,6 +335,101 @@ fn browser_generates_what_the_cli_generates() {
         assert!(err.contains(want), "{url}: error {err:?} does not say {want:?}");
     }
     b.screenshot("error.png");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The wasm library as any page would use it (no worker, no UI): `Engine.create`, `load` from a
+/// fetch body reader, `generate` with `dump`; every stage equals the native CLI's `--dump`. This
+/// is what caught a WGSL compiler difference (a loop-local array not re-zeroed per iteration on
+/// Chrome/SwiftShader) that broke CLIP's attention past the first 16 tokens in the browser.
+#[test]
+fn library_matches_the_cli_stage_by_stage() {
+    let model = root().join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
+    let dir = std::env::temp_dir().join(format!("sdxl-browser-lib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sdxl"))
+        .args(["--f32", "generate", "--model", model.to_str().unwrap(), "--prompt", PROMPT, "--negative", NEGATIVE])
+        .args([
+            "--width",
+            "64",
+            "--height",
+            "72",
+            "--steps",
+            "3",
+            "--cfg",
+            "6",
+            "--seed",
+            "99",
+            "--sampler",
+            "dpmpp_2m",
+        ])
+        .args(["--output", dir.join("cli.png").to_str().unwrap(), "--dump", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out.stderr));
+    let cli = std::fs::read(dir.join("dump.safetensors")).unwrap();
+
+    let b = Browser::start(&[]);
+    b.visit("?");
+    b.wait_for(&["ready"]);
+    http(
+        b.drv,
+        "POST",
+        &format!("/session/{}/timeouts", b.id),
+        Some(&json!({"script": PAGE_TIMEOUT.as_millis() as u64})),
+    );
+    let settings = json!({"prompt": PROMPT, "negative": NEGATIVE, "width": 64, "height": 72, "steps": 3, "cfg": 6,
+                          "seed": 99, "sampler": "dpmpp_2m"});
+    let script = format!(
+        r#"const done = arguments[arguments.length - 1];
+(async () => {{
+  const m = await import("/pkg/sdxl_web.js");
+  await m.default();
+  const e = await m.Engine.create(true);
+  const r = await fetch("/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
+  const rd = r.body.getReader();
+  await e.load("tiny-sdxl", Number(r.headers.get("content-length")), async () => (await rd.read()).value);
+  const img = await e.generate({settings}, () => true, true);
+  const d = img.dump;
+  let s = "";
+  for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));
+  done(btoa(s));
+}})().catch((e) => done("ERR " + (e.message || e)));"#,
+        settings = serde_json::to_string(&settings.to_string()).unwrap()
+    );
+    let r =
+        http(b.drv, "POST", &format!("/session/{}/execute/async", b.id), Some(&json!({"script": script, "args": []})));
+    let v = r["value"].as_str().unwrap_or_else(|| panic!("no result from the page: {r}")).to_string();
+    assert!(!v.starts_with("ERR"), "the page failed: {v}");
+    let web = b64decode(&v);
+
+    let (web, cli) =
+        (safetensors::SafeTensors::deserialize(&web).unwrap(), safetensors::SafeTensors::deserialize(&cli).unwrap());
+    let vals = |t: &safetensors::tensor::TensorView| -> Vec<f64> {
+        match t.dtype() {
+            safetensors::Dtype::F32 => {
+                t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+            }
+            _ => t.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        }
+    };
+    let mut names = cli.names();
+    names.sort();
+    for name in names {
+        let (w, c) = (vals(&web.tensor(name).unwrap()), vals(&cli.tensor(name).unwrap()));
+        assert_eq!(w.len(), c.len(), "{name}");
+        let err = w.iter().zip(&c).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let m = c.iter().sum::<f64>() / c.len() as f64;
+        let sd = (c.iter().map(|x| (x - m).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
+        eprintln!("{name}: max |browser - cli| {err:.3e} (std {sd:.3})");
+        let ok = match name {
+            "ids_l" | "ids_g" | "init_latents" | "add_time_ids" => err == 0.0,
+            "context" | "pooled" => err <= STAGE_EMBED_ABS,
+            "unet_out_0" => err <= STAGE_UNET_REL_STD * sd,
+            _ => err <= STAGE_LATENT_REL_STD * sd,
+        };
+        assert!(ok, "{name}: the browser differs from the CLI by {err} (std {sd})");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -329,27 +329,11 @@ mod cli {
         if let (Some(dir), Some(d)) = (&a.dump, &out.dump) {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
             let file = dir.join("dump.safetensors");
-            std::fs::write(&file, dump_bytes(d)?).map_err(io(&file))?;
+            std::fs::write(&file, d.to_safetensors()?).map_err(io(&file))?;
             eprintln!("wrote {}", file.display());
         }
         println!("wrote {} ({}x{}, seed {})", a.output.display(), out.width, out.height, out.seed);
         Ok(())
-    }
-
-    fn dump_bytes(d: &sdxl_web::pipeline::Dump) -> sdxl_web::Result<Vec<u8>> {
-        use safetensors::tensor::{Dtype, TensorView};
-        let bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = d
-            .f32s
-            .iter()
-            .map(|(n, s, v)| (n.clone(), s.clone(), Dtype::F32, bytemuck::cast_slice(v).to_vec()))
-            .chain(d.ids.iter().map(|(n, s, v)| (n.clone(), s.clone(), Dtype::I32, bytemuck::cast_slice(v).to_vec())))
-            .collect();
-        let err = |e: safetensors::SafeTensorError| sdxl_web::Error::Input(format!("dump: {e}"));
-        let views = bytes
-            .iter()
-            .map(|(n, s, dt, b)| Ok((n.as_str(), TensorView::new(*dt, s.clone(), b).map_err(err)?)))
-            .collect::<sdxl_web::Result<Vec<_>>>()?;
-        safetensors::tensor::serialize(views, None).map_err(err)
     }
 
     fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {

@@ -674,37 +674,34 @@ pub fn tokens_to_nchw(gpu: &Gpu, x: &Tensor, h: usize, w: usize) -> Result<Tenso
 
 // ---- timestep embedding -----------------------------------------------------------------------------
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct TsP {
-    n: u32,
-    dim: u32,
-    half_dim: u32,
-    _p: u32,
-}
-
 /// Sinusoidal embedding of timesteps, as diffusers `get_timestep_embedding(t, dim,
 /// flip_sin_to_cos=True, downscale_freq_shift=0, max_period=10000)`: [cos(t·f), sin(t·f)] with
 /// f_i = exp(-ln(10000)·i / (dim/2)). Used for the UNet time (dim 320) and the SDXL
 /// size/crop conditioning (dim 256 per value). Returns [B, dim].
+///
+/// Computed on the host (a few thousand values per step): the arguments reach ~2000 rad, and
+/// GPU sin/cos are only specified to 2^-11 absolute even after range reduction (SwiftShader's
+/// error there changed browser images visibly), while torch's are accurate to an ulp.
 pub fn timestep_embedding(gpu: &Gpu, t: &[f32], dim: usize, out: DType) -> Result<Tensor> {
-    let what = "timestep_embedding";
     if t.is_empty() || dim < 2 {
-        return Err(Error::Input(format!("{what}: needs timesteps and dim >= 2 (got {} and {dim})", t.len())));
+        return Err(Error::Input(format!(
+            "timestep_embedding: needs timesteps and dim >= 2 (got {} and {dim})",
+            t.len()
+        )));
     }
     let half_dim = dim / 2;
-    // torch: exponent = -ln(max_period) * arange(half) (f32) / (half - shift); exp in f32.
+    // torch: exponent = -ln(max_period) * arange(half) (f32) / (half - shift); exp, t·f in f32;
+    // sin/cos correctly rounded to f32 (f64 math, then one rounding).
     let ln = -(10000f64.ln() as f32);
     let freqs: Vec<f32> = (0..half_dim).map(|i| ((ln * i as f32) / half_dim as f32).exp()).collect();
-    let tt = Tensor::from_f32(gpu, &[t.len()], DType::F32, t)?;
-    let ft = Tensor::from_f32(gpu, &[half_dim], DType::F32, &freqs)?;
-    let y = Tensor::empty(gpu, &[t.len(), dim], out)?;
-    let pipe = gpu.pipeline(&variant(gpu.f16, 0, DType::F32, DType::F32, out), "timestep")?;
-    let n = (t.len() * dim) as u32;
-    let p = TsP { n, dim: dim as u32, half_dim: half_dim as u32, _p: 0 };
-    let wg = grid(n.div_ceil(2).div_ceil(256), gpu.limits.max_compute_workgroups_per_dimension);
-    gpu.dispatch(&pipe, &[Binding::whole(&tt), Binding::whole(&ft), Binding::whole(&y)], &p, wg)?;
-    Ok(y)
+    let mut y = Vec::with_capacity(t.len() * dim);
+    for &tv in t {
+        let args: Vec<f64> = freqs.iter().map(|&f| (tv * f) as f64).collect();
+        y.extend(args.iter().map(|a| a.cos() as f32));
+        y.extend(args.iter().map(|a| a.sin() as f32));
+        y.resize(y.len() + dim % 2, 0.0);
+    }
+    Tensor::from_f32(gpu, &[t.len(), dim], out, &y)
 }
 
 // ---- token + position embedding --------------------------------------------------------------------
