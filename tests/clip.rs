@@ -3,14 +3,17 @@
 //! same f16 weights (tests/fixtures/gen_clip.py: CLIP-L 64 wide / 2 heads of 32, bigG 128 wide /
 //! 2 heads of 64, 3 layers each, real vocabulary and 77 positions).
 
+mod common;
+
 use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors};
-use sdxl_web::gpu::{DType, Gpu, GpuOptions, Tensor};
+use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::model::clip::{apply_emphasis, encode_prompt, Activation, ClipConfig, ClipText, Naming};
 use sdxl_web::prompt::{PromptTokens, Rating};
 use sdxl_web::tokenizer::SdxlTokenizers;
 
+use common::gpu;
 // Errors are max |got - want| over the output's scale max(1, max |want|).
 /// f32 path: the same f32 math in another order (matmul tiling, attention's online softmax,
 /// layer-norm reductions); measured ≤ 7e-7 of scale, bounded with a 15x margin.
@@ -21,15 +24,6 @@ const F32_TOL: f64 = 1e-5;
 const F16_TOL: f64 = 4e-3;
 
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip/");
-
-fn gpu(force_f32: bool) -> Gpu {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", "/tmp");
-    }
-    let g = Gpu::new_blocking(GpuOptions { force_f32 }).expect("a GPU adapter (lavapipe in CI)");
-    assert!(force_f32 || g.f16, "lavapipe offers shader-f16; the f16 path must be tested");
-    g
-}
 
 fn read(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIX}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))

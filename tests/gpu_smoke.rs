@@ -1,17 +1,15 @@
 //! The runtime end to end on the real device (lavapipe in CI), on both compute paths: upload,
 //! dispatch, readback, buffer reuse, error reporting.
 
-use sdxl_web::gpu::{DType, Gpu, GpuOptions, Tensor};
+mod common;
+
+use sdxl_web::gpu::{DType, Tensor};
 use sdxl_web::ops::smoke;
 
+use common::gpu;
 /// a·x + b with f16 inputs and f16 output: one rounding of the result (the f16 path also rounds
 /// the product), so allow 2 ulp of f16 at the values' magnitude (< 8): 2 · 2^-8.
 const SMOKE_TOL: f32 = 2.0 / 256.0;
-
-fn gpu(force_f32: bool) -> Gpu {
-    std::env::set_var("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()));
-    Gpu::new_blocking(GpuOptions { force_f32 }).expect("a GPU adapter (lavapipe in CI)")
-}
 
 fn run_smoke(force_f32: bool) {
     let gpu = gpu(force_f32);

@@ -3,10 +3,13 @@
 //! attention, causal and not, token counts 1, 7, 77, 129, batch 2, F16 and F32 activations,
 //! split bindings, and a query tensor above the 128 MiB binding limit.
 
-use sdxl_web::gpu::{DType, Gpu, GpuOptions, Tensor};
+mod common;
+
+use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::attention::{self, Path};
 use sdxl_web::ops::elementwise as ew;
 
+use common::{gpu, rand, stored};
 /// F32 activations (f32 arithmetic on both paths): scores and the running sums are f32; the
 /// outputs are averages of |v| <= 1, so a few f32 ulp of 1 after Tk-term sums.
 const ATTN_F32_TOL: f64 = 5e-6;
@@ -14,34 +17,6 @@ const ATTN_F32_TOL: f64 = 5e-6;
 /// q·k products and P·V products are f16 too (each 2^-11 relative), which perturbs the scores
 /// (|s| <~ 3 here) by ~3·2^-11 and the weights by as much.
 const ATTN_F16_TOL: f64 = 2e-3;
-
-fn gpu(force_f32: bool) -> Gpu {
-    std::env::set_var("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()));
-    let g = Gpu::new_blocking(GpuOptions { force_f32 }).expect("a GPU adapter (lavapipe in CI)");
-    if !force_f32 {
-        assert!(g.f16, "lavapipe offers shader-f16; the f16 path must be tested");
-    }
-    g
-}
-
-fn rand(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-fn stored(x: &[f32], dt: DType) -> Vec<f64> {
-    x.iter()
-        .map(|&v| match dt {
-            DType::F16 => half::f16::from_f32(v).to_f64(),
-            DType::F32 => v as f64,
-        })
-        .collect()
-}
 
 fn check(what: &str, gpu: &Gpu, got: &[f32], want: &[f64], abs: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");

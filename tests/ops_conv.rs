@@ -1,9 +1,12 @@
 //! Conv2d kernels on the real device (lavapipe in CI), both compute paths, against an f64 CPU
 //! reference computed from the same f16-rounded inputs.
 
-use sdxl_web::gpu::{DType, Gpu, GpuOptions, Tensor};
+mod common;
+
+use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::conv;
 
+use common::gpu;
 /// f16 output: round-to-nearest costs at most half an ulp, 2^-11 of |y|.
 const F16_OUT_REL: f64 = 1.0 / 2048.0;
 /// f32 arithmetic: f32 accumulation over ≤ 630 terms; a generous bound relative to Σ|x·w|.
@@ -14,15 +17,6 @@ const F16_ARITH_REL: f64 = 4.0 / 2048.0;
 /// Channel blocks over the binding limit accumulate through y: one more rounding of the
 /// partial sum per block (f32 y here, so 2^-24 per block; bounded generously).
 const BLOCKED_F32_REL: f64 = 1e-5;
-
-fn gpu(force_f32: bool) -> Gpu {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", "/tmp");
-    }
-    let g = Gpu::new_blocking(GpuOptions { force_f32 }).expect("a GPU adapter (lavapipe in CI)");
-    assert!(force_f32 || g.f16, "lavapipe offers shader-f16; the f16 path must be tested");
-    g
-}
 
 fn data(n: usize, seed: u64, scale: f32, dtype: DType) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

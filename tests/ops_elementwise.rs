@@ -2,9 +2,12 @@
 //! with F16 and F32 activations, odd sizes, split bindings (a reduced binding limit) and one
 //! set of real tensors above the 128 MiB binding limit.
 
-use sdxl_web::gpu::{DType, Gpu, GpuOptions, Tensor};
+mod common;
+
+use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::elementwise as ew;
 
+use common::{check_close as check, gpu, rand, upload};
 /// F32 outputs of plain arithmetic (add, mul, copy, transposes): a couple of f32 roundings.
 const F32_TOL: f64 = 1e-6;
 /// F32 outputs through exp / erf (SiLU, GELU, quick_gelu): erf is faithfully rounded (~1 ulp)
@@ -16,40 +19,6 @@ const F16_REL_TOL: f64 = 1.0 / 1024.0;
 /// sin/cos of a reduced argument (|r| <= pi), a few f32 ulp.
 const TIMESTEP_TOL: f64 = 1e-5;
 
-fn gpu(force_f32: bool) -> Gpu {
-    std::env::set_var("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()));
-    let g = Gpu::new_blocking(GpuOptions { force_f32 }).expect("a GPU adapter (lavapipe in CI)");
-    if !force_f32 {
-        assert!(g.f16, "lavapipe offers shader-f16; the f16 path must be tested");
-    }
-    g
-}
-
-/// Deterministic pseudo-random values in [-scale, scale).
-fn rand(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// What the GPU sees of `x` stored as `dt`.
-fn stored(x: &[f32], dt: DType) -> Vec<f64> {
-    x.iter()
-        .map(|&v| match dt {
-            DType::F16 => half::f16::from_f32(v).to_f64(),
-            DType::F32 => v as f64,
-        })
-        .collect()
-}
-
-fn upload(gpu: &Gpu, shape: &[usize], dt: DType, x: &[f32]) -> (Tensor, Vec<f64>) {
-    (Tensor::from_f32(gpu, shape, dt, x).unwrap(), stored(x, dt))
-}
-
 /// Tolerance for an output of dtype `dt` whose f32 tolerance is `f32_tol`.
 fn tol_for(dt: DType, f32_tol: f64) -> (f64, f64) {
     match dt {
@@ -57,30 +26,6 @@ fn tol_for(dt: DType, f32_tol: f64) -> (f64, f64) {
         DType::F16 => (1e-6, F16_REL_TOL),
         DType::F32 => (f32_tol, f32_tol),
     }
-}
-
-/// Assert |got - want| <= abs + rel·|want| everywhere; on failure report the worst element.
-fn check(what: &str, gpu: &Gpu, got: &[f32], want: &[f64], (abs, rel): (f64, f64)) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let (mut worst, mut at, mut max_abs, mut max_rel) = (0f64, 0usize, 0f64, 0f64);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        // Equal infinities (f16 overflow) are no error.
-        let e = if g as f64 == w { 0.0 } else { (g as f64 - w).abs() };
-        let excess = if e.is_nan() { f64::INFINITY } else { e / (abs + rel * w.abs()) };
-        max_abs = max_abs.max(e);
-        max_rel = max_rel.max(e / w.abs().max(1e-30));
-        if excess > worst {
-            worst = excess;
-            at = i;
-        }
-    }
-    assert!(
-        worst <= 1.0,
-        "{what} [{} path]: max abs err {max_abs:.3e}, max rel err {max_rel:.3e}; worst at {at}: got {}, want {} (tol {abs:e} + {rel:e}·|want|)",
-        gpu.info.compute_path,
-        got[at],
-        want[at]
-    );
 }
 
 // ---- f64 references ---------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 //! Linear / matmul kernels on the real device (lavapipe in CI), both compute paths, against an
 //! f64 CPU reference computed from the same f16-rounded inputs.
 
-use sdxl_web::gpu::{DType, Gpu, GpuOptions, Tensor};
+mod common;
+
+use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::linear;
 
+use common::gpu;
 /// f16 output: round-to-nearest costs at most half an ulp, 2^-11 of |y|.
 const F16_OUT_REL: f64 = 1.0 / 2048.0;
 /// f32 path: f32 accumulation over K ≤ 1280 terms; a generous bound relative to Σ|x·w|.
@@ -11,15 +14,6 @@ const F32_ARITH_REL: f64 = 1e-5;
 /// f16 path with f16 x: each product is rounded to f16 and summed in f16 over 4 k before the
 /// f32 accumulator, at most ~4 roundings of 2^-11 of Σ|x·w| (the worst-case bound).
 const F16_ARITH_REL: f64 = 4.0 / 2048.0;
-
-fn gpu(force_f32: bool) -> Gpu {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", "/tmp");
-    }
-    let g = Gpu::new_blocking(GpuOptions { force_f32 }).expect("a GPU adapter (lavapipe in CI)");
-    assert!(force_f32 || g.f16, "lavapipe offers shader-f16; the f16 path must be tested");
-    g
-}
 
 /// Deterministic values in [-scale, scale], already rounded to what the GPU tensor will hold.
 fn data(n: usize, seed: u64, scale: f32, dtype: DType) -> Vec<f32> {

@@ -2,19 +2,17 @@
 //! buffer equals the host-side load bit for bit, in both layouts and both GPU dtypes, with
 //! chunk sizes that leave pieces unaligned to the 4-byte words `write_buffer` needs.
 
+mod common;
+
 use std::path::Path;
 
-use sdxl_web::gpu::{DType, Gpu, GpuOptions};
+use common::gpu;
+use sdxl_web::gpu::DType;
 use sdxl_web::weights::{load_path, CpuSink, GpuSink};
-
-fn gpu() -> Gpu {
-    std::env::set_var("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()));
-    Gpu::new_blocking(GpuOptions::default()).expect("a GPU adapter (lavapipe in CI)")
-}
 
 #[test]
 fn fixture_lands_bit_exact_on_the_gpu() {
-    let gpu = gpu();
+    let gpu = gpu(false);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl");
     for (model, target, chunk) in [
         (dir.join("tiny-sdxl.safetensors"), DType::F16, 4093),
@@ -42,7 +40,7 @@ fn fixture_lands_bit_exact_on_the_gpu() {
 
 #[test]
 fn a_failed_load_leaves_nothing_on_the_gpu() {
-    let gpu = gpu();
+    let gpu = gpu(false);
     let bytes =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors"))
             .unwrap();

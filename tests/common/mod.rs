@@ -1,4 +1,5 @@
-//! Shared by the model tests: GPU setup, safetensors fixtures, error reports.
+//! Shared by the GPU tests: device setup, deterministic inputs, tolerance checks, safetensors
+//! fixtures, error reports.
 
 #![allow(dead_code)]
 
@@ -60,3 +61,55 @@ pub fn max_abs_err(a: &[f32], b: &[f32]) -> (f32, usize, f32) {
 pub fn nchw(i: usize, s: &[usize]) -> [usize; 4] {
     [i / (s[1] * s[2] * s[3]), i / (s[2] * s[3]) % s[1], i / s[3] % s[2], i % s[3]]
 }
+
+/// Deterministic pseudo-random values in [-scale, scale).
+pub fn rand(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// What the GPU sees of `x` stored as `dt`.
+pub fn stored(x: &[f32], dt: DType) -> Vec<f64> {
+    x.iter()
+        .map(|&v| match dt {
+            DType::F16 => half::f16::from_f32(v).to_f64(),
+            DType::F32 => v as f64,
+        })
+        .collect()
+}
+
+/// Upload `x` as `dt`, with what the GPU then holds (for references).
+pub fn upload(gpu: &Gpu, shape: &[usize], dt: DType, x: &[f32]) -> (Tensor, Vec<f64>) {
+    (Tensor::from_f32(gpu, shape, dt, x).unwrap(), stored(x, dt))
+}
+
+/// Assert |got - want| <= abs + rel·|want| everywhere; on failure report the worst element.
+pub fn check_close(what: &str, gpu: &Gpu, got: &[f32], want: &[f64], (abs, rel): (f64, f64)) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let (mut worst, mut at, mut max_abs, mut max_rel) = (0f64, 0usize, 0f64, 0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        // Equal infinities (f16 overflow) are no error.
+        let e = if g as f64 == w { 0.0 } else { (g as f64 - w).abs() };
+        let excess = if e.is_nan() { f64::INFINITY } else { e / (abs + rel * w.abs()) };
+        max_abs = max_abs.max(e);
+        max_rel = max_rel.max(e / w.abs().max(1e-30));
+        if excess > worst {
+            worst = excess;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= 1.0,
+        "{what} [{} path]: max abs err {max_abs:.3e}, max rel err {max_rel:.3e}; worst at {at}: got {}, want {} (tol {abs:e} + {rel:e}·|want|)",
+        gpu.info.compute_path,
+        got[at],
+        want[at]
+    );
+}
+
+// ---- f64 references ---------------------------------------------------------------------------
