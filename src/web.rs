@@ -35,6 +35,8 @@ export interface Settings {
 export interface StepInfo { step: number; total: number; width: number; height: number; rgba: Uint8ClampedArray; }
 /** The next bytes of the file in order; undefined or null at the end. */
 export type ReadChunk = () => Promise<Uint8Array | undefined | null>;
+/** Bytes loaded so far and the total (undefined if unknown), after each chunk. */
+export type OnLoadProgress = (loaded: number, total: number | undefined) => void;
 /** Return false to cancel the generation. */
 export type OnStep = (info: StepInfo) => boolean;
 "#;
@@ -153,7 +155,9 @@ impl Engine {
 
     /// Stream an SDXL single-file checkpoint to the GPU. `name` (the file name without
     /// `.safetensors`) labels errors and the PNG's `Model:` field; `size` (bytes, if known) lets a short stream be reported as truncated;
-    /// `read` yields the file's bytes in order. Only one chunk is in wasm memory at a time.
+    /// `read` yields the file's bytes in order (www/download.js makes one for a URL, cached in
+    /// OPFS, or a `File`); `progress`, if given, hears the byte count after each chunk. Only one
+    /// chunk is in wasm memory at a time.
     /// Returns the inspection (layout, parameter counts, config) as JSON. A failed load frees
     /// everything it allocated; the previous model is unloaded first either way.
     pub async fn load(
@@ -161,6 +165,7 @@ impl Engine {
         name: String,
         size: Option<f64>,
         #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
+        #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
     ) -> Result<String, JsError> {
         self.unload();
         let gpu = &self.gpu;
@@ -169,7 +174,8 @@ impl Engine {
         loader
             .begin_file(label.clone(), FileRole::SingleFile { with_vae: true }, size.map(|s| s as u64))
             .map_err(js_err)?;
-        let mut since_wait = 0u64;
+        let (mut since_wait, mut loaded) = (0u64, 0u64);
+        let total = size.map(JsValue::from).unwrap_or(JsValue::UNDEFINED);
         loop {
             let p = read.call0(&JsValue::NULL).map_err(|e| JsError::new(&js_message(&e)))?;
             let v = JsFuture::from(Promise::resolve(&p)).await.map_err(|e| JsError::new(&js_message(&e)))?;
@@ -182,6 +188,10 @@ impl Engine {
             let bytes = arr.to_vec();
             loader.push(&bytes).map_err(js_err)?;
             since_wait += bytes.len() as u64;
+            loaded += bytes.len() as u64;
+            if let Some(f) = &progress {
+                let _ = f.call2(&JsValue::NULL, &JsValue::from(loaded as f64), &total);
+            }
             if since_wait >= UPLOAD_WINDOW {
                 since_wait = 0;
                 queue_idle(gpu).await;

@@ -388,7 +388,10 @@ fn library_matches_the_cli_stage_by_stage() {
   const e = await m.Engine.create(true);
   const r = await fetch("/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
   const rd = r.body.getReader();
-  await e.load("tiny-sdxl", Number(r.headers.get("content-length")), async () => (await rd.read()).value);
+  const size = Number(r.headers.get("content-length"));
+  let seen = 0;
+  await e.load("tiny-sdxl", size, async () => (await rd.read()).value, (n, total) => {{ seen = n; if (total !== size) throw new Error("total " + total); }});
+  if (seen !== size) throw new Error("progress ended at " + seen + " of " + size);
   const img = await e.generate({settings}, () => true, true);
   const d = img.dump;
   let s = "";
