@@ -154,7 +154,8 @@ impl Engine {
     }
 
     /// Stream an SDXL single-file checkpoint to the GPU. `name` (the file name without
-    /// `.safetensors`) labels errors and the PNG's `Model:` field; `size` (bytes, if known) lets a short stream be reported as truncated;
+    /// `.safetensors`) labels errors and the PNG's `Model:` field; `size` (bytes, if known) lets
+    /// a short stream be reported as truncated;
     /// `read` yields the file's bytes in order (www/download.js makes one for a URL, cached in
     /// OPFS, or a `File`); `progress`, if given, hears the byte count after each chunk. Only one
     /// chunk is in wasm memory at a time.
@@ -170,9 +171,8 @@ impl Engine {
         self.unload();
         let gpu = &self.gpu;
         let mut loader = Loader::new(GpuSink::new(gpu), DType::F16, "single-file");
-        let label = name.clone();
         loader
-            .begin_file(label.clone(), FileRole::SingleFile { with_vae: true }, size.map(|s| s as u64))
+            .begin_file(name.clone(), FileRole::SingleFile { with_vae: true }, size.map(|s| s as u64))
             .map_err(js_err)?;
         let (mut since_wait, mut loaded) = (0u64, 0u64);
         let total = size.map(JsValue::from).unwrap_or(JsValue::UNDEFINED);
@@ -184,7 +184,7 @@ impl Engine {
             }
             let arr = v
                 .dyn_into::<Uint8Array>()
-                .map_err(|_| JsError::new(&format!("{label}: read() must resolve to a Uint8Array")))?;
+                .map_err(|_| JsError::new(&format!("{name}: read() must resolve to a Uint8Array")))?;
             let bytes = arr.to_vec();
             loader.push(&bytes).map_err(js_err)?;
             since_wait += bytes.len() as u64;
@@ -249,15 +249,6 @@ impl Engine {
             height: out.height,
             dump,
         })
-    }
-
-    /// The token ids per encoder, as `sdxl tokenize --json` prints them.
-    pub fn tokenize(&self, prompt: String) -> Result<String, JsError> {
-        let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
-        let t = crate::prompt::PromptTokens::new(&prompt, crate::prompt::Rating::None, &model.tokenizers)
-            .map_err(js_err)?;
-        let ids = |c: &[crate::prompt::Chunk]| c.iter().map(|c| c.ids.to_vec()).collect::<Vec<_>>();
-        Ok(serde_json::json!({"clip_l": ids(&t.clip_l), "clip_g": ids(&t.clip_g)}).to_string())
     }
 }
 

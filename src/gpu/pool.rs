@@ -59,6 +59,10 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     }
 }
 
+fn create(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: USAGE, mapped_at_creation: false })
+}
+
 impl BufferPool {
     pub(crate) fn new() -> Self {
         Self::default()
@@ -80,14 +84,7 @@ impl BufferPool {
             p.live_bytes += class;
             b
         };
-        let buffer = reused.unwrap_or_else(|| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: class,
-                usage: USAGE,
-                mapped_at_creation: false,
-            })
-        });
+        let buffer = reused.unwrap_or_else(|| create(device, class));
         PooledBuffer { buffer: Some(buffer), class, pool: self.clone(), pooled: true }
     }
 
@@ -97,13 +94,7 @@ impl BufferPool {
     pub(crate) fn get_exact(&self, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
         let size = bytes.max(4).next_multiple_of(4);
         self.lock().live_bytes += size;
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
-        PooledBuffer { buffer: Some(buffer), class: size, pool: self.clone(), pooled: false }
+        PooledBuffer { buffer: Some(create(device, size)), class: size, pool: self.clone(), pooled: false }
     }
 
     /// Destroy every cached (unused) buffer, e.g. between the UNet and the VAE.
