@@ -3,24 +3,32 @@
 //! computes it) → VAE decode → PNG with A1111 `parameters` text. Shared by the CLI and the web
 //! worker; only the byte source of the weights and the event loop differ.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{now_seconds, DType, Gpu, Tensor};
 use crate::model::clip::{encode_prompt, Activation, ClipConfig, ClipText, Naming};
 use crate::model::unet::{Cond, UNet, UNetConfig};
-use crate::model::vae::{to_rgb8, VaeConfig, VaeDecoder};
+use crate::model::vae::{check_tiling, to_rgb8, VaeConfig, VaeDecoder, VaeTiling};
 use crate::ops::elementwise::concat_channels;
 use crate::prompt::{PromptTokens, Rating};
 use crate::rng::TorchRng;
 use crate::sampler::{Prediction, Sampler, SamplerKind, MAX_STEPS};
 use crate::tokenizer::{SdxlTokenizers, CONTEXT_LEN};
-use crate::weights::{ModelConfig, Weights};
+use crate::weights::{Component, FilePlan, ModelConfig, RangeSource, Weights};
 use crate::{Error, Result};
 
 /// Image sides are multiples of this (the VAE's 8× and diffusers' own check).
 pub const SIDE_MULTIPLE: usize = 8;
 pub const MIN_SIDE: usize = 64;
 pub const MAX_SIDE: usize = 2048;
+/// The smallest VAE tile accepted (and the planner's last resort): below it the per-tile
+/// GroupNorm statistics of SDXL's 4 VAE levels rest on too few pixels.
+pub const MIN_VAE_TILE: usize = 64;
+/// Tile sizes the planner tries, largest first (those under the image's longer side).
+const VAE_TILE_CANDIDATES: &[usize] = &[1024, 768, 512, 384, 256, 192, 128, 96, 64];
 /// The largest CFG scale accepted; beyond it images are pure saturation.
 pub const MAX_CFG: f32 = 100.0;
 /// SDXL's latent scaling factor (the sdxl_vae config); single-file checkpoints do not store it.
@@ -90,6 +98,76 @@ pub struct Settings {
     /// Extra text-encoder layers skipped beyond the penultimate (diffusers' `clip_skip`).
     pub clip_skip: usize,
     pub v_prediction: bool,
+    /// The GPU memory the run must fit in (`--gpu-memory`): the planner chooses text-encoder
+    /// residency and VAE tiling to fit, or refuses before any work.
+    pub gpu_memory: MemSize,
+    /// VAE tile size in pixels (diffusers' `tile_sample_min_size`); 0: the planner decides
+    /// (whole when it fits, else the largest tiles that fit).
+    pub vae_tile: usize,
+    /// diffusers' `tile_overlap_factor`.
+    pub vae_tile_overlap: f32,
+}
+
+/// A byte count written as `7.5G`, `512M`, `24GiB` (binary units) or a plain number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemSize(pub u64);
+
+/// 8 GB is the most common discrete-GPU size, and WebGPU cannot tell us the real one; 7.5 GiB
+/// leaves room for the display and the browser.
+pub const DEFAULT_GPU_MEMORY: MemSize = MemSize(15 << 29);
+
+impl std::str::FromStr for MemSize {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+        let (num, unit) = (t[..split].trim(), t[split..].trim().to_ascii_lowercase());
+        let shift = match unit.as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            "t" | "tb" | "tib" => 40,
+            _ => return Err(format!("memory size '{text}': unknown unit '{unit}' (use e.g. 7.5G, 512M, 24GiB)")),
+        };
+        if num.is_empty() {
+            return Err(format!("memory size '{text}': no number (use e.g. 7.5G, 512M, 24GiB)"));
+        }
+        let v: f64 = num.parse().map_err(|_| format!("memory size '{text}': '{num}' is not a number (use e.g. 7.5G)"))?;
+        let bytes = v * (1u64 << shift) as f64;
+        if !bytes.is_finite() || bytes < (1u64 << 20) as f64 || bytes > (1u64 << 50) as f64 {
+            return Err(format!("memory size '{text}': must be from 1M to 1024T"));
+        }
+        Ok(MemSize(bytes as u64))
+    }
+}
+
+impl std::fmt::Display for MemSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} GiB", self.0 as f64 / (1u64 << 30) as f64)
+    }
+}
+
+impl Serialize for MemSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => format!("{b}").parse(),
+            Raw::Text(t) => t.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Settings {
@@ -107,6 +185,9 @@ impl Default for Settings {
             rating: Rating::None,
             clip_skip: 0,
             v_prediction: false,
+            gpu_memory: DEFAULT_GPU_MEMORY,
+            vae_tile: 0,
+            vae_tile_overlap: 0.25,
         }
     }
 }
@@ -148,6 +229,15 @@ impl Settings {
             return Err(Error::Input(format!("CFG scale {}: must be from 0 to {MAX_CFG}", self.cfg)));
         }
         self.sampler()?;
+        if !(0.0..1.0).contains(&self.vae_tile_overlap) {
+            return Err(Error::Input(format!("VAE tile overlap {}: must be from 0 to below 1", self.vae_tile_overlap)));
+        }
+        if self.vae_tile != 0 && (self.vae_tile % SIDE_MULTIPLE != 0 || self.vae_tile < MIN_VAE_TILE) {
+            return Err(Error::Input(format!(
+                "VAE tile {} px: must be 0 (decide from the budget) or a multiple of {SIDE_MULTIPLE} from {MIN_VAE_TILE}",
+                self.vae_tile
+            )));
+        }
         Ok(())
     }
 
@@ -203,11 +293,28 @@ impl Settings {
     }
 }
 
+/// What the UNet needs from the text encoders, for one (prompt, negative, clip skip, CFG)
+/// combination; kept on the GPU so re-running a prompt needs no encoder.
+struct CondCache {
+    key: String,
+    context: Tensor,
+    pooled: Tensor,
+}
+
 /// A loaded checkpoint: GPU weights by single-file name, the architecture and the tokenizers.
 pub struct Model {
     /// For the `Model:` field of the infotext (the file name without extension).
     pub name: String,
+    /// UNet and VAE weights (always resident).
     pub weights: Weights,
+    /// Both text encoders' weights while resident; `None` once the planner released them.
+    text: RefCell<Option<Weights>>,
+    /// Bytes of the text encoders' weights (whether resident or not).
+    text_bytes: u64,
+    /// Where every tensor's bytes are in the model's files, to stream released weights back.
+    plans: Vec<FilePlan>,
+    source: Option<Box<dyn RangeSource>>,
+    cond: RefCell<Option<CondCache>>,
     pub unet: UNetConfig,
     pub vae: VaeConfig,
     pub clip_l: ClipText,
@@ -215,6 +322,9 @@ pub struct Model {
     pub tokenizers: SdxlTokenizers,
 }
 
+fn weight_bytes(w: &Weights) -> u64 {
+    w.map.values().map(|t| t.byte_len_padded()).sum()
+}
 impl Model {
     /// `config` is what the loader inferred from the checkpoint's shapes.
     pub fn new(weights: Weights, config: &ModelConfig, name: &str) -> Result<Model> {
@@ -265,10 +375,89 @@ impl Model {
                 clip_g.cfg.projection, unet.context_dim, unet.pooled_dim
             )));
         }
-        Ok(Model { name: name.to_string(), weights, unet, vae, clip_l, clip_g, tokenizers: SdxlTokenizers::new()? })
+        // The text encoders live apart: the planner may release them while the UNet runs.
+        let (text, rest): (HashMap<String, Tensor>, HashMap<String, Tensor>) =
+            weights.map.into_iter().partition(|(k, _)| k.starts_with("conditioner."));
+        let text = Weights { map: text };
+        Ok(Model {
+            name: name.to_string(),
+            weights: Weights { map: rest },
+            text_bytes: weight_bytes(&text),
+            text: RefCell::new(Some(text)),
+            plans: Vec::new(),
+            source: None,
+            cond: RefCell::new(None),
+            unet,
+            vae,
+            clip_l,
+            clip_g,
+            tokenizers: SdxlTokenizers::new()?,
+        })
     }
 
-    /// Loads a checkpoint (single file or diffusers folder, optional separate VAE) from disk.
+    /// Lets the planner release the text encoders: `plans` (from the load) say where their bytes
+    /// are, `source` reads them again (the file natively, the OPFS copy in the browser).
+    pub fn with_source(mut self, plans: Vec<FilePlan>, source: Option<Box<dyn RangeSource>>) -> Model {
+        self.plans = plans;
+        self.source = source;
+        self
+    }
+
+    /// Whether the text encoders can be released and streamed back (a byte source is known).
+    pub fn can_release_text(&self) -> bool {
+        !self.plans.is_empty() && self.source.is_some()
+    }
+
+    /// Whether the text encoders' weights are on the GPU now.
+    pub fn text_resident(&self) -> bool {
+        self.text.borrow().is_some()
+    }
+
+    /// Bytes of weights: (UNet + VAE, text encoders).
+    pub fn weight_bytes(&self) -> (u64, u64) {
+        (weight_bytes(&self.weights), self.text_bytes)
+    }
+
+    /// A copy on a dry twin (`Gpu::dry_twin`): same tensors (shapes, sizes), same residency and
+    /// cached conditioning, no memory. The planner runs candidate plans on it.
+    pub fn dry_copy(&self, twin: &Gpu) -> Result<Model> {
+        let copy = |w: &Weights| -> Result<Weights> {
+            let map = w
+                .map
+                .iter()
+                .map(|(k, t)| Ok((k.clone(), Tensor::empty_exact(twin, t.shape(), t.dtype())?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            Ok(Weights { map })
+        };
+        let text = self.text.borrow().as_ref().map(copy).transpose()?;
+        let cond = match self.cond.borrow().as_ref() {
+            Some(c) => Some(CondCache {
+                key: c.key.clone(),
+                context: Tensor::empty(twin, c.context.shape(), c.context.dtype())?,
+                pooled: Tensor::empty(twin, c.pooled.shape(), c.pooled.dtype())?,
+            }),
+            None => None,
+        };
+        Ok(Model {
+            name: self.name.clone(),
+            weights: copy(&self.weights)?,
+            text: RefCell::new(text),
+            text_bytes: self.text_bytes,
+            plans: self.plans.clone(),
+            // A dry reload reads nothing; it only needs to know that a source exists.
+            source: self.source.as_ref().map(|_| Box::new(NoSource) as Box<dyn RangeSource>),
+            cond: RefCell::new(cond),
+            unet: self.unet.clone(),
+            vae: self.vae.clone(),
+            clip_l: ClipText::new(self.clip_l.cfg.clone())?,
+            clip_g: ClipText::new(self.clip_g.cfg.clone())?,
+            tokenizers: SdxlTokenizers::new()?,
+        })
+    }
+
+    /// Loads a checkpoint (single file or diffusers folder, optional separate VAE) from disk; the
+    /// files stay the source the text encoders are streamed back from. On a dry twin only the
+    /// headers are read.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         gpu: &Gpu,
@@ -277,12 +466,16 @@ impl Model {
         progress: impl FnMut(u64),
     ) -> Result<Model> {
         let sink = crate::weights::GpuSink::new(gpu);
-        let loaded = crate::weights::load_path(model, vae, sink, DType::F16, crate::weights::DEFAULT_CHUNK, progress)?;
+        let loaded = if gpu.is_dry() {
+            crate::weights::load_path_dry(model, vae, sink, DType::F16)?
+        } else {
+            crate::weights::load_path(model, vae, sink, DType::F16, crate::weights::DEFAULT_CHUNK, progress)?
+        };
         let weights = loaded.sink.into_weights()?;
         let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-        Model::new(weights, &loaded.config, &name)
+        let source = crate::weights::FileRanges::new(model, vae)?;
+        Ok(Model::new(weights, &loaded.config, &name)?.with_source(loaded.plans, Some(Box::new(source))))
     }
-
     /// Latent downsampling of the VAE (8 for SDXL).
     pub fn vae_factor(&self) -> usize {
         1 << (self.vae.ch_mult.len() - 1)
@@ -316,6 +509,20 @@ impl Model {
             )));
         }
         Ok(())
+    }
+}
+
+/// The source a dry copy reports: a dry reload reads no bytes.
+struct NoSource;
+
+impl RangeSource for NoSource {
+    fn read<'a>(
+        &'a self,
+        _file: usize,
+        _start: u64,
+        _buf: &'a mut [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>> {
+        Box::pin(std::future::ready(Err(Error::Gpu("internal: a dry copy cannot read weights".into()))))
     }
 }
 
@@ -368,6 +575,8 @@ pub struct Output {
     pub seed: u64,
     pub parameters: String,
     pub dump: Option<Dump>,
+    /// Memory, plan and timings (`--json`).
+    pub report: Report,
 }
 
 /// SDXL latent → RGB in [-1, 1] (a least-squares fit, as ComfyUI's SDXL latent previews use).
@@ -401,8 +610,146 @@ pub async fn generate(
     generate_with(gpu, model, s, false, on_step).await
 }
 
-/// Prompt → image, with the intermediate tensors in `Output::dump` when `dump`. `on_step` returns false to cancel (→ [`Error::Cancelled`]); every step awaits
-/// a GPU readback, so an event loop (the web worker's) runs between steps.
+/// Whether the text encoders stay on the GPU through the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextEncoders {
+    /// Kept loaded: a new prompt costs nothing extra.
+    Resident,
+    /// Released after encoding (the conditioning is cached per prompt); a new prompt streams them
+    /// back from the file (natively) or the cached copy (browser).
+    Streamed,
+}
+
+/// How a generation fits the memory budget: chosen by [`plan`], reported in [`Report::plan`].
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryPlan {
+    /// The budget planned to (bytes).
+    pub gpu_memory: u64,
+    pub text_encoders: TextEncoders,
+    /// 0: the VAE decodes the whole image at once; else tile size in pixels.
+    pub vae_tile: usize,
+    pub vae_tile_overlap: f32,
+    /// The peak a dry run of this plan measured; the real run's `peak_gpu_bytes` equals it.
+    pub predicted_peak_gpu_bytes: u64,
+    /// Weights on the GPU: UNet + VAE, and the text encoders when resident.
+    pub unet_vae_weight_bytes: u64,
+    pub text_encoder_weight_bytes: u64,
+    /// Candidate plans dry-run before this one fitted.
+    pub candidates_tried: usize,
+}
+
+/// Peak GPU memory and wall time of one stage.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stage {
+    pub peak_gpu_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stages {
+    /// Prompt encoding, including streaming the text encoders back when they were released.
+    pub text: Stage,
+    /// Every denoising step.
+    pub unet: Stage,
+    /// VAE decode and the image readback.
+    pub vae: Stage,
+}
+
+/// What a generation did, for `sdxl generate --json` and the web API's `report`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Highest GPU memory of the whole run (weights, activations, pool cache, staging, readback).
+    pub peak_gpu_bytes: u64,
+    pub stages: Stages,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub seed: u64,
+    pub plan: MemoryPlan,
+    /// The conditioning came from the per-prompt cache (no text encoder ran).
+    pub conditioning_cached: bool,
+    /// The text encoders were streamed back to the GPU for this run.
+    pub text_encoders_reloaded: bool,
+    /// Nothing ran on the GPU: allocations were only accounted (`--dry-run`).
+    pub dry_run: bool,
+    pub compute_path: String,
+    /// Seconds from start to PNG (planning included).
+    pub seconds: f64,
+}
+
+/// Chooses how a generation fits `s.gpu_memory`, by dry-running candidate plans on a dry twin of
+/// the device (milliseconds each; the allocation sequence is the real run's): everything
+/// resident and the VAE whole first; then text encoders streamed; then VAE tiles from the
+/// largest down, each with resident and then streamed text encoders. Tiling changes the image
+/// (per-tile GroupNorm), streaming only costs time, hence that order. An explicit `vae_tile`
+/// fixes the tile size. Fails before any work when nothing fits.
+pub async fn plan(gpu: &Gpu, model: &Model, s: &Settings) -> Result<MemoryPlan> {
+    s.validate()?;
+    let (lh, lw) = (s.height / model.vae_factor(), s.width / model.vae_factor());
+    let tiles: Vec<usize> = if s.vae_tile > 0 {
+        check_tiling(&model.vae, lh, lw, VaeTiling { tile_px: s.vae_tile, overlap: s.vae_tile_overlap })?;
+        vec![s.vae_tile]
+    } else {
+        let long = s.width.max(s.height);
+        std::iter::once(0)
+            .chain(VAE_TILE_CANDIDATES.iter().copied().filter(|&t| {
+                t < long && check_tiling(&model.vae, lh, lw, VaeTiling { tile_px: t, overlap: s.vae_tile_overlap }).is_ok()
+            }))
+            .collect()
+    };
+    let texts: &[TextEncoders] = if model.can_release_text() {
+        &[TextEncoders::Resident, TextEncoders::Streamed]
+    } else {
+        &[TextEncoders::Resident]
+    };
+    let (unet_vae, text) = model.weight_bytes();
+    let budget = s.gpu_memory.0;
+    let mut best: Option<MemoryPlan> = None;
+    let mut tried = 0;
+    for &tile in &tiles {
+        for &t in texts {
+            tried += 1;
+            let mut p = MemoryPlan {
+                gpu_memory: budget,
+                text_encoders: t,
+                vae_tile: tile,
+                vae_tile_overlap: s.vae_tile_overlap,
+                predicted_peak_gpu_bytes: 0,
+                unet_vae_weight_bytes: unet_vae,
+                text_encoder_weight_bytes: text,
+                candidates_tried: tried,
+            };
+            let twin = gpu.dry_twin();
+            let dry = model.dry_copy(&twin)?;
+            let out = run(&twin, &dry, s, &p, false, &mut |_| true).await?;
+            p.predicted_peak_gpu_bytes = out.report.peak_gpu_bytes;
+            if p.predicted_peak_gpu_bytes <= budget {
+                return Ok(p);
+            }
+            if best.as_ref().is_none_or(|b| p.predicted_peak_gpu_bytes < b.predicted_peak_gpu_bytes) {
+                best = Some(p);
+            }
+        }
+    }
+    let b = best.ok_or_else(|| Error::Input("no memory plan to try".into()))?;
+    let gib = |x: u64| x as f64 / (1u64 << 30) as f64;
+    Err(Error::Input(format!(
+        "{}x{} does not fit the GPU memory budget: it needs at least {:.2} GiB (weights {:.2} GiB{}, {}), but the budget is {:.2} GiB; raise --gpu-memory (web setting gpu_memory) if the GPU has more, or choose a smaller size",
+        s.width,
+        s.height,
+        gib(b.predicted_peak_gpu_bytes),
+        gib(unet_vae + if b.text_encoders == TextEncoders::Resident { text } else { 0 }),
+        if b.text_encoders == TextEncoders::Streamed { " with the text encoders streamed" } else { "" },
+        if b.vae_tile > 0 { format!("VAE in {} px tiles", b.vae_tile) } else { "VAE whole".into() },
+        gib(budget)
+    )))
+}
+
+/// Prompt → image, with the intermediate tensors in `Output::dump` when `dump`. Plans the memory
+/// first ([`plan`]), then runs. `on_step` returns false to cancel (→ [`Error::Cancelled`]);
+/// every step awaits a GPU readback, so an event loop (the web worker's) runs between steps. On a
+/// dry twin (`--dry-run`) the same path runs with nothing computed.
 pub async fn generate_with(
     gpu: &Gpu,
     model: &Model,
@@ -410,13 +757,50 @@ pub async fn generate_with(
     dump: bool,
     on_step: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Output> {
+    let t0 = now_seconds();
     s.validate()?;
     model.check_size(gpu, s.width, s.height)?;
+    let p = plan(gpu, model, s).await?;
+    let mut out = run(gpu, model, s, &p, dump, on_step).await?;
+    out.report.seconds = now_seconds() - t0;
+    Ok(out)
+}
+
+/// The cache key of a conditioning: everything `encode_prompt` reads.
+fn cond_key(s: &Settings, cfg_on: bool) -> String {
+    serde_json::json!([s.full_prompt(), s.negative, s.clip_skip, cfg_on]).to_string()
+}
+
+/// One generation under a given plan (also the planner's dry runs).
+async fn run(
+    gpu: &Gpu,
+    model: &Model,
+    s: &Settings,
+    plan: &MemoryPlan,
+    dump: bool,
+    on_step: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Output> {
+    let t_start = now_seconds();
     let mut sampler = s.sampler()?;
     let mut d = dump.then(Dump::default);
-    let (toks, p) = (&model.tokenizers, &model.weights);
+    let toks = &model.tokenizers;
+    // Cached buffers from an earlier run would make the peak depend on history; the limit makes
+    // the pool drop its cache before it could push the total past the budget.
+    gpu.set_memory_limit(Some(plan.gpu_memory));
+    gpu.trim_pool();
+    gpu.reset_peak();
+    let mut stages = Stages::default();
+    let mut run_peak = 0u64;
+    let mut end_stage = |stage: &mut Stage, t0: f64| {
+        gpu.trim_pool();
+        stage.peak_gpu_bytes = gpu.memory().peak;
+        stage.seconds = now_seconds() - t0;
+        run_peak = run_peak.max(stage.peak_gpu_bytes);
+        gpu.reset_peak();
+    };
 
     // Text conditioning. Batch order as diffusers: [negative, positive].
+    let t0 = now_seconds();
     let mut pos = PromptTokens::new(&s.prompt, s.rating, toks)?;
     let mut neg = s.negative.as_deref().map(|n| PromptTokens::new(n, Rating::None, toks)).transpose()?;
     if let Some(n) = neg.as_mut() {
@@ -425,13 +809,46 @@ pub async fn generate_with(
     let chunks = pos.chunk_count();
     let cfg_on = s.cfg > 1.0;
     let skip = s.clip_skip;
-    let cp = encode_prompt(gpu, p, &model.clip_l, &model.clip_g, Some(&pos), chunks, skip).await?;
-    let (context, pooled) = if cfg_on {
-        let cn = encode_prompt(gpu, p, &model.clip_l, &model.clip_g, neg.as_ref(), chunks, skip).await?;
-        (batch2(gpu, &cn.context, &cp.context)?, batch2(gpu, &cn.pooled, &cp.pooled)?)
-    } else {
-        (cp.context, cp.pooled)
+    let key = cond_key(s, cfg_on);
+    let cached = model.cond.borrow().as_ref().is_some_and(|c| c.key == key);
+    let mut reloaded = false;
+    if !cached {
+        // The old conditioning is dead weight from here on.
+        model.cond.borrow_mut().take();
+        // Out of the cell while encoding (no borrow across an await); back in unless streamed.
+        let held = model.text.borrow_mut().take();
+        let tw = match held {
+            Some(w) => w,
+            None => {
+                reloaded = true;
+                let comps = [Component::TextEncoder, Component::TextEncoder2];
+                crate::weights::reload_to_gpu(gpu, &model.plans, &comps, model.source.as_deref()).await?
+            }
+        };
+        let encoded = async {
+            let cp = encode_prompt(gpu, &tw, &model.clip_l, &model.clip_g, Some(&pos), chunks, skip).await?;
+            Ok::<_, Error>(if cfg_on {
+                let cn = encode_prompt(gpu, &tw, &model.clip_l, &model.clip_g, neg.as_ref(), chunks, skip).await?;
+                (batch2(gpu, &cn.context, &cp.context)?, batch2(gpu, &cn.pooled, &cp.pooled)?)
+            } else {
+                (cp.context, cp.pooled)
+            })
+        }
+        .await;
+        if plan.text_encoders == TextEncoders::Resident || !model.can_release_text() {
+            *model.text.borrow_mut() = Some(tw);
+        }
+        let (context, pooled) = encoded?;
+        *model.cond.borrow_mut() = Some(CondCache { key, context, pooled });
+    } else if plan.text_encoders == TextEncoders::Streamed {
+        model.text.borrow_mut().take();
+    }
+    let (context, pooled) = {
+        let cond = model.cond.borrow();
+        let cc = cond.as_ref().expect("conditioning set above");
+        (cc.context.clone(), cc.pooled.clone())
     };
+    let (context, pooled) = (&context, &pooled);
     let b = if cfg_on { 2 } else { 1 };
     // original_size, crops_coords_top_left, target_size, each (h, w).
     let (hf, wf) = (s.height as f32, s.width as f32);
@@ -448,8 +865,10 @@ pub async fn generate_with(
         d.f32s.push(("pooled".into(), pooled.shape().to_vec(), pooled.to_vec_f32(gpu).await?));
         d.f32s.push(("add_time_ids".into(), vec![b, 6], time_ids.iter().flatten().copied().collect()));
     }
+    end_stage(&mut stages.text, t0);
 
     // Initial latents: torch.randn(shape, generator=cpu generator) · init_noise_sigma.
+    let t0 = now_seconds();
     let f = model.vae_factor();
     let (c, lh, lw) = (model.unet.in_channels, s.height / f, s.width / f);
     let n = c * lh * lw;
@@ -460,6 +879,7 @@ pub async fn generate_with(
         d.f32s.push(("init_latents".into(), vec![1, c, lh, lw], latents.clone()));
     }
 
+    let p = &model.weights;
     let unet = UNet::new(model.unet.clone(), p)?;
     let total = sampler.steps();
     for i in 0..total {
@@ -468,7 +888,7 @@ pub async fn generate_with(
         let batch: Vec<f32> = if cfg_on { [x_in.as_slice(), x_in.as_slice()].concat() } else { x_in };
         let x = Tensor::from_f32(gpu, &[b, c, lh, lw], DType::F32, &batch)?;
         let ts = vec![t; b];
-        let cond = Cond { timesteps: &ts, context: &context, pooled: &pooled, time_ids: &time_ids };
+        let cond = Cond { timesteps: &ts, context, pooled, time_ids: &time_ids };
         let out = unet.forward(gpu, &x, &cond)?.to_vec_f32(gpu).await?;
         gpu.check()?;
         if let Some(d) = d.as_mut().filter(|_| i == 0) {
@@ -502,16 +922,45 @@ pub async fn generate_with(
     if let Some(d) = d.as_mut() {
         d.f32s.push(("final_latents".into(), vec![1, c, lh, lw], latents.clone()));
     }
+    drop(unet);
+    end_stage(&mut stages.unet, t0);
 
+    let t0 = now_seconds();
     let vae = VaeDecoder::new(model.vae.clone(), p)?;
     let z = Tensor::from_f32(gpu, &[1, c, lh, lw], DType::F32, &latents)?;
-    let image = vae.decode(gpu, &z)?;
-    let rgb = to_rgb8(gpu, &image).await?.remove(0);
-    gpu.check()?;
+    let image = if plan.vae_tile == 0 {
+        vae.decode(gpu, &z)?
+    } else {
+        vae.decode_tiled(gpu, &z, VaeTiling { tile_px: plan.vae_tile, overlap: plan.vae_tile_overlap }).await?
+    };
+    drop(z);
     let (w, h) = (image.shape()[3], image.shape()[2]);
+    let rgb = if gpu.is_dry() {
+        image.to_vec_f32(gpu).await?;
+        vec![0; w * h * 3]
+    } else {
+        to_rgb8(gpu, &image).await?.remove(0)
+    };
+    drop(image);
+    gpu.check()?;
+    end_stage(&mut stages.vae, t0);
     let parameters = s.parameters(&model.name);
     let png = encode_png(&rgb, w, h, &parameters)?;
-    Ok(Output { png, rgb, width: w, height: h, seed: s.seed, parameters, dump: d })
+    let report = Report {
+        peak_gpu_bytes: run_peak,
+        stages,
+        width: w,
+        height: h,
+        steps: total,
+        seed: s.seed,
+        plan: plan.clone(),
+        conditioning_cached: cached,
+        text_encoders_reloaded: reloaded,
+        dry_run: gpu.is_dry(),
+        compute_path: gpu.info.compute_path.clone(),
+        seconds: now_seconds() - t_start,
+    };
+    Ok(Output { png, rgb, width: w, height: h, seed: s.seed, parameters, dump: d, report })
 }
 
 /// [1, ...] ++ [1, ...] → [2, ...] (a concat along a new leading batch dimension).

@@ -15,7 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::gpu::{DType, Gpu, GpuOptions, Tensor};
 use crate::pipeline::{Model, Settings};
-use crate::weights::{FileRole, GpuSink, Loader};
+use crate::weights::{FileRole, GpuSink, Loader, RangeSource};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -30,6 +30,12 @@ export interface Settings {
   rating?: "none" | "sensitive" | "questionable" | "explicit";
   clip_skip?: number;
   v_prediction?: boolean;
+  /** GPU memory budget: bytes, or "7.5G", "24G", "6144M" (default 7.5 GiB). */
+  gpu_memory?: number | string;
+  /** VAE tile size in px (diffusers enable_tiling); 0 = decide from the budget. */
+  vae_tile?: number;
+  /** diffusers tile_overlap_factor (default 0.25). */
+  vae_tile_overlap?: number;
 }
 /** One finished step: a preview of the current x0 estimate, one RGBA pixel per latent. */
 export interface StepInfo { step: number; total: number; width: number; height: number; rgba: Uint8ClampedArray; }
@@ -37,6 +43,9 @@ export interface StepInfo { step: number; total: number; width: number; height: 
 export type ReadChunk = () => Promise<Uint8Array | undefined | null>;
 /** Bytes loaded so far and the total (undefined if unknown), after each chunk. */
 export type OnLoadProgress = (loaded: number, total: number | undefined) => void;
+/** Bytes [start, end) of the model file again (OPFS copy, File slice, Range request), so the
+ * text encoders can be released while the UNet runs and streamed back for a new prompt. */
+export type ReadRange = (start: number, end: number) => Promise<Uint8Array>;
 /** Return false to cancel the generation. */
 export type OnStep = (info: StepInfo) => boolean;
 "#;
@@ -72,6 +81,7 @@ pub struct Image {
     width: usize,
     height: usize,
     dump: Option<Vec<u8>>,
+    report: String,
 }
 
 #[wasm_bindgen]
@@ -82,6 +92,12 @@ impl Image {
     #[wasm_bindgen(getter)]
     pub fn dump(&self) -> Option<Vec<u8>> {
         self.dump.clone()
+    }
+    /// The run's report as JSON (what `sdxl generate --json` prints): `peak_gpu_bytes`, `stages`
+    /// (text, unet, vae: peak and seconds), the memory `plan`, `seed`, size and steps.
+    #[wasm_bindgen(getter)]
+    pub fn report(&self) -> String {
+        self.report.clone()
     }
     /// The PNG file, with the A1111 `parameters` text chunk.
     #[wasm_bindgen(getter)]
@@ -158,7 +174,9 @@ impl Engine {
     /// a short stream be reported as truncated;
     /// `read` yields the file's bytes in order (www/download.js makes one for a URL, cached in
     /// OPFS, or a `File`); `progress`, if given, hears the byte count after each chunk. Only one
-    /// chunk is in wasm memory at a time.
+    /// chunk is in wasm memory at a time. `read_range`, if given, reads the file again by byte
+    /// range: with it the memory planner may release the text encoders during sampling (and
+    /// stream them back for a new prompt); without it they stay on the GPU.
     /// Returns the inspection (layout, parameter counts, config) as JSON. A failed load frees
     /// everything it allocated; the previous model is unloaded first either way.
     pub async fn load(
@@ -167,6 +185,7 @@ impl Engine {
         size: Option<f64>,
         #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
         #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
+        #[wasm_bindgen(unchecked_optional_param_type = "ReadRange")] read_range: Option<Function>,
     ) -> Result<String, JsError> {
         self.unload();
         let gpu = &self.gpu;
@@ -204,7 +223,8 @@ impl Engine {
         let weights = loaded.sink.into_weights().map_err(js_err)?;
         queue_idle(gpu).await;
         gpu.check().map_err(js_err)?;
-        let model = Model::new(weights, &loaded.config, &name).map_err(js_err)?;
+        let source = read_range.map(|f| Box::new(JsRanges { read: f, name: name.clone() }) as Box<dyn RangeSource>);
+        let model = Model::new(weights, &loaded.config, &name).map_err(js_err)?.with_source(loaded.plans, source);
         *self.model.borrow_mut() = Some(Rc::new(model));
         Ok(inspection)
     }
@@ -248,6 +268,41 @@ impl Engine {
             width: out.width,
             height: out.height,
             dump,
+            report: serde_json::to_string(&out.report).unwrap_or_default(),
+        })
+    }
+}
+
+/// The page's `readRange` callback as the reloader's byte source (one file: the checkpoint).
+struct JsRanges {
+    read: Function,
+    name: String,
+}
+
+impl RangeSource for JsRanges {
+    fn read<'a>(
+        &'a self,
+        file: usize,
+        start: u64,
+        buf: &'a mut [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<()>> + 'a>> {
+        Box::pin(async move {
+            let err = |m: String| crate::Error::Weights(format!("{}: reading the cached copy again: {m}", self.name));
+            if file != 0 {
+                return Err(err(format!("no file {file}")));
+            }
+            let end = start + buf.len() as u64;
+            let p = self
+                .read
+                .call2(&JsValue::NULL, &JsValue::from(start as f64), &JsValue::from(end as f64))
+                .map_err(|e| err(js_message(&e)))?;
+            let v = JsFuture::from(Promise::resolve(&p)).await.map_err(|e| err(js_message(&e)))?;
+            let arr = v.dyn_into::<Uint8Array>().map_err(|_| err("readRange must resolve to a Uint8Array".into()))?;
+            if arr.length() as usize != buf.len() {
+                return Err(err(format!("asked for bytes {start}..{end}, got {} bytes", arr.length())));
+            }
+            arr.copy_to(buf);
+            Ok(())
         })
     }
 }

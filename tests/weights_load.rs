@@ -26,8 +26,8 @@ type Map = HashMap<String, (DestTensor, Vec<u8>)>;
 
 fn load(model: &Path, vae: Option<&Path>, target: DType, chunk: usize) -> (Map, Loaded<()>) {
     let l = load_path(model, vae, CpuSink::default(), target, chunk, |_| {}).expect("fixture loads");
-    let Loaded { sink, config, inspection, tensors } = l;
-    (sink.into_map(), Loaded { sink: (), config, inspection, tensors })
+    let Loaded { sink, config, inspection, tensors, plans } = l;
+    (sink.into_map(), Loaded { sink: (), config, inspection, tensors, plans })
 }
 
 /// Reference: read a tensor with the `safetensors` crate (an independent parser) and convert

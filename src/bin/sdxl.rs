@@ -129,6 +129,24 @@ mod cli {
         /// Write DIR/dump.safetensors: token ids, context, pooled, add_time_ids, initial and final latents.
         #[arg(long)]
         dump: Option<std::path::PathBuf>,
+        /// GPU memory the run must fit in (e.g. 7.5G, 24G, 6144M): the planner picks text-encoder
+        /// residency and VAE tiling to fit, or refuses before any work.
+        #[arg(long, default_value = "7.5G")]
+        gpu_memory: sdxl_web::pipeline::MemSize,
+        /// VAE tile size in pixels, as diffusers' enable_tiling (0: decide from the budget).
+        #[arg(long, default_value_t = 0)]
+        vae_tile: usize,
+        /// Overlap of VAE tiles (diffusers' tile_overlap_factor).
+        #[arg(long, default_value_t = 0.25)]
+        vae_tile_overlap: f32,
+        /// Print one JSON report on stdout at the end: peak GPU memory, per-stage peaks and times,
+        /// the memory plan (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Run the same code path with nothing computed (headers only, no weight data read, every
+        /// dispatch and readback skipped): the peak GPU memory at any size in seconds. Writes no image.
+        #[arg(long)]
+        dry_run: bool,
     }
 
     #[derive(Subcommand)]
@@ -278,6 +296,9 @@ mod cli {
             rating: a.rating,
             clip_skip: a.clip_skip,
             v_prediction: a.v_prediction,
+            gpu_memory: a.gpu_memory,
+            vae_tile: a.vae_tile,
+            vae_tile_overlap: a.vae_tile_overlap,
         };
         // Everything checkable before the (slow) load.
         settings.validate()?;
@@ -294,8 +315,9 @@ mod cli {
             );
         }
         eprintln!("seed {}", settings.seed);
-        let gpu = Gpu::new_blocking(opts)?;
-        eprintln!("GPU {} ({} path)", gpu.info.name, gpu.info.compute_path);
+        let real = Gpu::new_blocking(opts)?;
+        eprintln!("GPU {} ({} path){}", real.info.name, real.info.compute_path, if a.dry_run { ", dry run" } else { "" });
+        let gpu = if a.dry_run { real.dry_twin() } else { real };
 
         let total = sdxl_web::weights::model_files(&a.model, a.vae.as_deref(), sdxl_web::gpu::DType::F16)
             .map(|(_, files)| files.iter().filter_map(|(p, _)| std::fs::metadata(p).ok()).map(|m| m.len()).sum::<u64>())
@@ -321,10 +343,36 @@ mod cli {
         bar.finish_and_clear();
         let secs = t1.elapsed().as_secs_f64();
         eprintln!("{} steps in {secs:.1} s ({:.2} it/s)", settings.steps, settings.steps as f64 / secs);
+        let r = &out.report;
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        eprintln!(
+            "peak GPU memory {:.2} GiB (text {:.2}, unet {:.2}, vae {:.2}) of a {:.2} GiB budget; text encoders {:?}, VAE {}",
+            gib(r.peak_gpu_bytes),
+            gib(r.stages.text.peak_gpu_bytes),
+            gib(r.stages.unet.peak_gpu_bytes),
+            gib(r.stages.vae.peak_gpu_bytes),
+            gib(r.plan.gpu_memory),
+            r.plan.text_encoders,
+            if r.plan.vae_tile == 0 { "whole".to_string() } else { format!("in {} px tiles", r.plan.vae_tile) }
+        );
         let io = |path: &std::path::Path| {
             let path = path.display().to_string();
             move |source| sdxl_web::Error::Io { path, source }
         };
+        let emit_json = |output: Option<String>| {
+            if a.json {
+                let mut v = serde_json::to_value(&out.report).expect("Report serialises");
+                v["output"] = output.map_or(serde_json::Value::Null, serde_json::Value::String);
+                println!("{}", serde_json::to_string_pretty(&v).expect("JSON value serialises"));
+            }
+        };
+        if a.dry_run {
+            emit_json(None);
+            if !a.json {
+                println!("dry run: no image written");
+            }
+            return Ok(());
+        }
         std::fs::write(&a.output, &out.png).map_err(io(&a.output))?;
         if let (Some(dir), Some(d)) = (&a.dump, &out.dump) {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -332,7 +380,12 @@ mod cli {
             std::fs::write(&file, d.to_safetensors()?).map_err(io(&file))?;
             eprintln!("wrote {}", file.display());
         }
-        println!("wrote {} ({}x{}, seed {})", a.output.display(), out.width, out.height, out.seed);
+        if a.json {
+            emit_json(Some(a.output.display().to_string()));
+            eprintln!("wrote {} ({}x{}, seed {})", a.output.display(), out.width, out.height, out.seed);
+        } else {
+            println!("wrote {} ({}x{}, seed {})", a.output.display(), out.width, out.height, out.seed);
+        }
         Ok(())
     }
 

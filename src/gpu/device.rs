@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::pool::BufferPool;
+use super::pool::{BufferPool, MemoryStats};
 use super::registry::Variant;
 use super::Binding;
 use crate::{Error, Result};
@@ -69,7 +69,11 @@ pub struct Gpu {
     /// f16 arithmetic in kernels (shader-f16 present and not forced off).
     pub f16: bool,
     pub(crate) pool: BufferPool,
-    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Shared with dry twins: a dry run compiles the same pipelines the real run uses.
+    pipelines: Arc<Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>>,
+    /// Dry: tensors are accounted but never allocated, dispatches and copies are skipped and
+    /// readbacks return zeros (see `dry_twin`).
+    dry: bool,
     pending: Mutex<Pending>,
     /// First uncaptured device error (validation, out of memory), surfaced by `check()`.
     error: Arc<Mutex<Option<String>>>,
@@ -203,9 +207,13 @@ impl Gpu {
             },
         };
         let uniform_buf = Self::new_uniform_arena(&device);
+        let pool = BufferPool::new();
+        // One uniform arena is always allocated (a fresh one per submit replaces the last).
+        pool.begin_transient(UNIFORM_ARENA);
         Ok(Gpu {
-            pool: BufferPool::new(),
-            pipelines: Mutex::new(HashMap::new()),
+            pool,
+            dry: false,
+            pipelines: Arc::new(Mutex::new(HashMap::new())),
             pending: Mutex::new(Pending { encoder: None, uniforms: Vec::new(), uniform_buf, dispatches: 0 }),
             device,
             queue,
@@ -217,6 +225,46 @@ impl Gpu {
             lost,
             timer: Mutex::new(None),
         })
+    }
+
+    /// A dry twin of this device: same adapter, limits, features and compute path, its own
+    /// (empty) memory accounting, no allocations. Running a generation on it records exactly the
+    /// allocation sequence (and so the peak) of the real run, in milliseconds, at any size: what
+    /// `--dry-run` reports and what the memory planner measures its candidate plans with.
+    pub fn dry_twin(&self) -> Gpu {
+        let dummy = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dry-run dummy"),
+            size: 4,
+            usage: super::pool::USAGE,
+            mapped_at_creation: false,
+        });
+        let pool = BufferPool::dry(dummy);
+        pool.begin_transient(UNIFORM_ARENA);
+        Gpu {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: self.info.clone(),
+            limits: self.limits.clone(),
+            features: self.features,
+            f16: self.f16,
+            pool,
+            pipelines: self.pipelines.clone(),
+            dry: true,
+            pending: Mutex::new(Pending {
+                encoder: None,
+                uniforms: Vec::new(),
+                uniform_buf: self.pending.lock().unwrap_or_else(|p| p.into_inner()).uniform_buf.clone(),
+                dispatches: 0,
+            }),
+            error: Arc::new(Mutex::new(None)),
+            lost: self.lost.clone(),
+            timer: Mutex::new(None),
+        }
+    }
+
+    /// Whether this is a dry twin (nothing runs; memory is only accounted).
+    pub fn is_dry(&self) -> bool {
+        self.dry
     }
 
     fn new_uniform_arena(device: &wgpu::Device) -> wgpu::Buffer {
@@ -239,6 +287,11 @@ impl Gpu {
             return Err(Error::Gpu(format!("the GPU device was lost ({m})")));
         }
         if let Some(m) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if m.to_ascii_lowercase().contains("out of memory") {
+                return Err(Error::Gpu(format!(
+                    "out of GPU memory ({m}); the device has less free memory than the budget planned for: lower --gpu-memory (web setting gpu_memory)"
+                )));
+            }
             return Err(Error::Gpu(m));
         }
         Ok(())
@@ -294,6 +347,9 @@ impl Gpu {
         let max = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::Gpu(format!("dispatch {workgroups:?} exceeds {max} workgroups per dimension")));
+        }
+        if self.dry {
+            return Ok(());
         }
         let bytes = bytemuck::bytes_of(params);
         let timed = self.timer.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|t| t.next_pass());
@@ -361,8 +417,12 @@ impl Gpu {
         Ok(())
     }
 
-    /// Run `f` with the pending encoder (for copies and timestamp queries).
-    pub fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+    /// Run `f` with the pending encoder (for copies, clears and timestamp queries); skipped on a
+    /// dry twin.
+    pub fn with_encoder(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        if self.dry {
+            return;
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let encoder = pending
             .encoder
@@ -372,6 +432,9 @@ impl Gpu {
 
     /// Submit everything recorded so far.
     pub fn flush(&self) {
+        if self.dry {
+            return;
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let Some(encoder) = pending.encoder.take() else { return };
         if !pending.uniforms.is_empty() {
@@ -386,13 +449,24 @@ impl Gpu {
 
     /// Upload bytes to a buffer after everything already recorded (flushes first, because a
     /// queue write lands before the next submit's commands).
+    /// The staging copy wgpu makes is counted while the call runs (uploads that stay queued
+    /// longer, the weight loader's, are counted by their owner).
     pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
-        self.flush();
-        self.queue.write_buffer(buffer, offset, data);
+        let n = data.len() as u64;
+        self.room_for(n);
+        self.pool.begin_transient(n);
+        if !self.dry {
+            self.flush();
+            self.queue.write_buffer(buffer, offset, data);
+        }
+        self.pool.end_transient(n);
     }
 
     /// Wait until the GPU is idle (native); a no-op on the web, where readback awaits instead.
     pub fn sync(&self) -> Result<()> {
+        if self.dry {
+            return Ok(());
+        }
         self.flush();
         #[cfg(not(target_arch = "wasm32"))]
         self.device
@@ -401,9 +475,38 @@ impl Gpu {
         self.check()
     }
 
+    /// Resolves when the GPU has finished everything submitted so far (natively: waits).
+    pub async fn queue_idle(&self) -> Result<()> {
+        if self.dry {
+            return Ok(());
+        }
+        self.flush();
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.sync();
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.queue.submit([]);
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+            self.check()
+        }
+    }
+
     /// Read `size` bytes at `offset` of `buffer` back to the host.
+    /// The staging buffer is counted while it exists; a dry twin returns zeros.
     pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let padded = size.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        self.room_for(padded.max(4));
+        self.pool.begin_transient(padded.max(4));
+        let r = if self.dry { Ok(vec![0; size as usize]) } else { self.read_staged(buffer, offset, size, padded).await };
+        self.pool.end_transient(padded.max(4));
+        r
+    }
+
+    async fn read_staged(&self, buffer: &wgpu::Buffer, offset: u64, size: u64, padded: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: padded.max(4),
@@ -437,13 +540,51 @@ impl Gpu {
 }
 
 impl Gpu {
-    /// Free buffers cached by the pool (memory goes back to the driver).
+    /// Free buffers cached by the pool (memory goes back to the driver). Pending work is submitted
+    /// first: recorded commands may still use buffers freed into the cache.
     pub fn trim_pool(&self) {
+        self.flush();
         self.pool.trim();
+    }
+
+    /// Under a memory limit, free cached buffers before `need` new bytes would exceed it.
+    pub(crate) fn room_for(&self, need: u64) {
+        if self.pool.must_evict(need) {
+            self.flush();
+            self.pool.make_room(need);
+        }
     }
 
     /// (bytes held by live tensors, bytes cached for reuse).
     pub fn memory_stats(&self) -> (u64, u64) {
+        let m = self.pool.stats();
+        (m.live, m.cached)
+    }
+
+    /// Every counter, with the peak since the last `reset_peak`.
+    pub fn memory(&self) -> MemoryStats {
         self.pool.stats()
+    }
+
+    /// Start a new peak measurement (a stage's) from the current total.
+    pub fn reset_peak(&self) {
+        self.pool.reset_peak()
+    }
+
+    /// With a limit, the pool frees cached buffers before a new allocation would exceed it, so
+    /// reuse never costs budget (live tensors are the planner's business).
+    pub fn set_memory_limit(&self, limit: Option<u64>) {
+        self.pool.set_limit(limit)
+    }
+
+    /// Count `bytes` of staging that stays queued beyond one call (the weight loader's uploads,
+    /// submitted and waited for every window), until `end_staging`.
+    pub fn begin_staging(&self, bytes: u64) {
+        self.room_for(bytes);
+        self.pool.begin_transient(bytes)
+    }
+
+    pub fn end_staging(&self, bytes: u64) {
+        self.pool.end_transient(bytes)
     }
 }

@@ -10,8 +10,10 @@ mod tensor;
 mod timing;
 
 pub use device::{Gpu, GpuInfo, GpuOptions, LimitsInfo};
+pub use pool::MemoryStats;
 pub use registry::{Def, Variant};
 pub use tensor::{DType, Tensor};
+pub use timing::now_seconds;
 
 /// A buffer (or part of one) bound to a shader's storage slot.
 pub struct Binding<'a> {

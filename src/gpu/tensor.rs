@@ -60,6 +60,7 @@ impl Tensor {
                 gpu.limits.max_buffer_size >> 20
             )));
         }
+        gpu.room_for(gpu.pool.footprint(bytes, pooled));
         let buf = if pooled { gpu.pool.get(&gpu.device, bytes) } else { gpu.pool.get_exact(&gpu.device, bytes) };
         Ok(Tensor { shape: shape.to_vec(), dtype, buf: Arc::new(buf) })
     }

@@ -5,6 +5,20 @@
 use super::Gpu;
 use crate::{Error, Result};
 
+/// Wall-clock seconds since an arbitrary origin (stage timings; `Instant` panics on wasm32).
+pub fn now_seconds() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+}
+
 /// Passes one scope can time: two queries each, and wgpu caps a query set at 4,096 queries.
 const MAX_TIMED_PASSES: u32 = 2048;
 

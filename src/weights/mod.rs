@@ -31,6 +31,7 @@
 pub mod config;
 pub mod diffusers;
 pub mod random;
+pub mod reload;
 pub mod safetensors;
 pub mod single_file;
 pub mod sink;
@@ -39,7 +40,10 @@ pub mod stream;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{diffusers_files, inspect_path, load_path, model_files, read_header, FileSource, DEFAULT_CHUNK};
+pub use native::{
+    diffusers_files, inspect_path, load_path, load_path_dry, model_files, read_header, FileRanges, FileSource,
+    DEFAULT_CHUNK,
+};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -48,6 +52,7 @@ use serde::Serialize;
 pub use config::{ClipConfig, ComponentConfig, ModelConfig, UnetConfig, VaeConfig};
 pub use safetensors::{Header, StoredDType, TensorEntry};
 pub use sink::{CpuSink, GpuSink, NullSink, Weights};
+pub use reload::{reload_to_gpu, RangeSource, Reloader};
 pub use stream::{load_sources, ChunkSource, DestTensor, Loaded, Loader, TensorSink};
 
 use crate::{Error, Result};

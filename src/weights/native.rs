@@ -174,3 +174,68 @@ pub fn load_path<S: TensorSink>(
         .collect::<Result<Vec<_>>>()?;
     load_sources(sink, target, layout, sources, chunk, progress)
 }
+
+/// Random access to a model's files (in `model_files` order) for reloading released components.
+pub struct FileRanges {
+    files: Vec<(PathBuf, std::sync::Mutex<Option<File>>)>,
+}
+
+impl FileRanges {
+    pub fn new(model: &Path, vae: Option<&Path>) -> Result<FileRanges> {
+        let (_, files) = model_files(model, vae, DType::F16)?;
+        Ok(FileRanges { files: files.into_iter().map(|(p, _)| (p, std::sync::Mutex::new(None))).collect() })
+    }
+
+    fn read_sync(&self, file: usize, start: u64, buf: &mut [u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let (path, f) = self.files.get(file).ok_or_else(|| Error::Weights(format!("reload: no file {file}")))?;
+        let mut guard = f.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(File::open(path).map_err(|e| io_err(path, e))?);
+        }
+        let fh = guard.as_mut().expect("opened above");
+        fh.seek(SeekFrom::Start(start)).map_err(|e| io_err(path, e))?;
+        fh.read_exact(buf).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::new(e.kind(), "the file is shorter than when it was loaded (changed on disk?)")
+            } else {
+                e
+            };
+            io_err(path, why)
+        })
+    }
+}
+
+impl super::reload::RangeSource for FileRanges {
+    fn read<'a>(
+        &'a self,
+        file: usize,
+        start: u64,
+        buf: &'a mut [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>> {
+        let r = self.read_sync(file, start, buf);
+        Box::pin(std::future::ready(r))
+    }
+}
+
+/// A dry load (`--dry-run`): every file planned from its header and every destination created
+/// through `sink` in the order a real load creates them, without reading a data byte.
+pub fn load_path_dry<S: TensorSink>(model: &Path, vae: Option<&Path>, mut sink: S, target: DType) -> Result<Loaded<S>> {
+    let (layout, files) = model_files(model, vae, target)?;
+    let mut plans = Vec::new();
+    let mut tensors = Vec::new();
+    for (p, role) in &files {
+        let label = p.display().to_string();
+        let plan = super::plan_file(&label, *role, &read_header(p)?)?;
+        for cp in &plan.components {
+            for (name, shape) in &cp.tensors {
+                let t = super::DestTensor { name: format!("{}{name}", cp.comp.prefix()), shape: shape.clone(), dtype: target };
+                sink.create(tensors.len(), &t)?;
+                tensors.push(t);
+            }
+        }
+        plans.push(plan);
+    }
+    let inspection = super::summarize(layout, &plans)?;
+    Ok(Loaded { sink, config: inspection.config.clone(), inspection, tensors, plans })
+}

@@ -108,9 +108,13 @@ impl<'a> GpuSink<'a> {
         Ok(Weights { map })
     }
 
+    /// Submit the queued uploads and (natively) wait for them: their staging is freed.
     fn submit(&mut self) -> Result<()> {
+        self.gpu.end_staging(std::mem::take(&mut self.since_submit));
+        if self.gpu.is_dry() {
+            return Ok(());
+        }
         self.gpu.queue.submit([]);
-        self.since_submit = 0;
         #[cfg(not(target_arch = "wasm32"))]
         self.gpu
             .device
@@ -139,6 +143,7 @@ impl<'a> GpuSink<'a> {
 
 impl Drop for GpuSink<'_> {
     fn drop(&mut self) {
+        self.gpu.end_staging(std::mem::take(&mut self.since_submit));
         if !self.ok {
             // A failed load: drop every buffer and hand the memory back to the driver.
             self.tensors.clear();
@@ -173,6 +178,8 @@ impl TensorSink for GpuSink<'_> {
         for w in [off & !3, a1] {
             self.flush_word(id, w);
         }
+        // Queued until the next submit: counted as staging until then.
+        self.gpu.begin_staging(bytes.len() as u64);
         self.since_submit += bytes.len() as u64;
         if self.since_submit >= SUBMIT_EVERY {
             self.submit()?;

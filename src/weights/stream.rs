@@ -91,6 +91,9 @@ pub struct Loaded<S> {
     pub inspection: Inspection,
     /// Every destination, by id.
     pub tensors: Vec<DestTensor>,
+    /// Each file's plan, in load order: where every tensor's bytes are, for a later
+    /// [`super::reload::Reloader`] of some components.
+    pub plans: Vec<FilePlan>,
 }
 
 pub struct Loader<S: TensorSink> {
@@ -396,6 +399,7 @@ impl<S: TensorSink> Loader<S> {
             config: inspection.config.clone(),
             inspection,
             tensors: self.dests.into_iter().map(|d| d.t).collect(),
+            plans: self.plans,
         })
     }
 }
@@ -429,7 +433,7 @@ pub fn convert(src: StoredDType, dst: DType, bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Transpose a row-major rows × cols matrix of `es`-byte elements.
-fn transpose(src: &[u8], rows: usize, cols: usize, es: usize) -> Vec<u8> {
+pub(crate) fn transpose(src: &[u8], rows: usize, cols: usize, es: usize) -> Vec<u8> {
     let mut out = vec![0u8; src.len()];
     for r in 0..rows {
         for c in 0..cols {
