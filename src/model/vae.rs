@@ -35,6 +35,154 @@ impl VaeConfig {
     fn level_ch(&self, level: usize) -> usize {
         self.ch * self.ch_mult[level]
     }
+
+    /// Pixels per latent: 2^(levels − 1) (8 for SDXL).
+    pub fn factor(&self) -> usize {
+        1 << self.ch_mult.len().saturating_sub(1)
+    }
+}
+
+/// diffusers `enable_tiling()` parameters.
+///
+/// `tile_px` is `tile_sample_min_size` (diffusers' default: the VAE's `sample_size`, 1024 for SDXL),
+/// so `tile_latent_min_size` = `tile_px / factor`; `overlap` is `tile_overlap_factor` (default 0.25).
+/// The overlap is read as the shortest decimal that gives this f32 (0.2f32 → 0.2), as Python would
+/// hold the number a user typed, so the integer tile arithmetic matches diffusers'.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct VaeTiling {
+    pub tile_px: usize,
+    pub overlap: f32,
+}
+
+impl VaeTiling {
+    /// Whether diffusers with `enable_tiling()` would tile a latent of h×w: its `_decode` calls
+    /// `tiled_decode` only when h or w exceeds `tile_latent_min_size` and decodes in one piece
+    /// otherwise. `decode_tiled` always tiles; callers that want `enable_tiling()`'s behaviour
+    /// choose between `decode` and `decode_tiled` with this.
+    pub fn diffusers_tiles(&self, cfg: &VaeConfig, latent_h: usize, latent_w: usize) -> bool {
+        let t = self.tile_px / cfg.factor();
+        latent_h > t || latent_w > t
+    }
+}
+
+/// The integers of diffusers' `tiled_decode`, all in latents except where named px.
+#[derive(Debug)]
+struct TilePlan {
+    /// `tile_latent_min_size`
+    tile: usize,
+    /// `overlap_size`: the stride between tile starts.
+    step: usize,
+    /// `blend_extent` (px)
+    blend: usize,
+    /// `row_limit` (px): each tile is cropped to this before concatenation.
+    row_limit: usize,
+}
+
+impl TilePlan {
+    /// The length (px) of the image `tiled_decode` concatenates along an axis of n latents: every
+    /// tile starting at 0, step, 2·step, … < n is min(tile, n − start) latents, decoded to
+    /// factor× that and cropped to row_limit.
+    fn out_len(&self, n: usize, factor: usize) -> usize {
+        (0..n).step_by(self.step).map(|i| self.row_limit.min(factor * self.tile.min(n - i))).sum()
+    }
+}
+
+fn tile_plan(cfg: &VaeConfig, latent_h: usize, latent_w: usize, tiling: VaeTiling) -> Result<TilePlan> {
+    let VaeTiling { tile_px, overlap } = tiling;
+    let f = cfg.factor();
+    if tile_px == 0 || !tile_px.is_multiple_of(f) {
+        return Err(Error::Input(format!(
+            "VAE tiling: tile size {tile_px} px must be a positive multiple of the VAE factor {f}"
+        )));
+    }
+    if !(overlap.is_finite() && (0.0..1.0).contains(&overlap)) {
+        return Err(Error::Input(format!("VAE tiling: overlap {overlap} must be in [0, 1)")));
+    }
+    // Python's float for the decimal the f32 was written as.
+    let ov: f64 = overlap.to_string().parse().expect("f32 Display parses as f64");
+    let tile = tile_px / f;
+    // int(tile_latent_min_size * (1 - tile_overlap_factor)), int(tile_sample_min_size * tile_overlap_factor)
+    let step = (tile as f64 * (1.0 - ov)) as usize;
+    let blend = (tile_px as f64 * ov) as usize;
+    let plan = TilePlan { tile, step, blend, row_limit: tile_px - blend };
+    if step == 0 {
+        return Err(Error::Input(format!(
+            "VAE tiling: {tile_px} px tiles ({tile} latents) with overlap {overlap} give a tile step of \
+             int({tile}·(1 − {overlap})) = 0 latents (diffusers' tiled_decode fails on range(…, 0))"
+        )));
+    }
+    let (h, w) = (plan.out_len(latent_h, f), plan.out_len(latent_w, f));
+    if (h, w) != (f * latent_h, f * latent_w) {
+        return Err(Error::Input(format!(
+            "VAE tiling: {tile_px} px tiles with overlap {overlap} on a {latent_h}×{latent_w} latent: diffusers' \
+             tiled_decode would return a {h}×{w} image instead of {}×{} (tiles start every {} px but each keeps \
+             {tile_px} − int({tile_px}·{overlap}) = {} px); pick a tile size and overlap where these agree, \
+             e.g. overlap 0.25 with tiles a multiple of {} px",
+            f * latent_h,
+            f * latent_w,
+            f * step,
+            plan.row_limit,
+            4 * f
+        )));
+    }
+    Ok(plan)
+}
+
+/// Checks the image size diffusers' tiled_decode returns for a latent of h×w (factor·h × factor·w,
+/// simulated with its arithmetic); an `Error::Input` with a clear
+/// message when diffusers would return a wrongly sized image (e.g. 48 px tiles, overlap 0.25, 128×64
+/// image → diffusers gives 140×68), or tile_px is not a positive multiple of the VAE factor, or overlap
+/// not in [0, 1). Only the sizes are checked: it holds whether or not diffusers' `_decode` would tile
+/// this latent at all (see `VaeTiling::diffusers_tiles`).
+pub fn check_tiling(cfg: &VaeConfig, latent_h: usize, latent_w: usize, tiling: VaeTiling) -> Result<()> {
+    tile_plan(cfg, latent_h, latent_w, tiling).map(|_| ())
+}
+
+/// A decoded tile on the host: 3 planes of h×w, blended in place as diffusers does.
+struct TileImage {
+    h: usize,
+    w: usize,
+    v: Vec<f32>,
+}
+
+/// `b = a·(1 − t) + b·t`, t = i / extent, as torch computes it: the weights in f64 (Python floats)
+/// rounded to f32, then an f32 multiply for each term and an f32 add.
+fn lerp_weights(i: usize, extent: usize) -> (f32, f32) {
+    let t = i as f64 / extent as f64;
+    ((1.0 - t) as f32, t as f32)
+}
+
+/// diffusers' `blend_v(a, b, extent)`: b's top rows from a's bottom ones. `a_h` is a's full height
+/// (`a` may hold only its last rows).
+fn blend_v(a: &TileImage, a_h: usize, b: &mut TileImage, extent: usize) {
+    let e = a_h.min(b.h).min(extent);
+    debug_assert!(e <= a.h && a.w == b.w);
+    for y in 0..e {
+        let (wa, wb) = lerp_weights(y, e);
+        for c in 0..3 {
+            let ar = &a.v[(c * a.h + a.h - e + y) * a.w..][..a.w];
+            let br = &mut b.v[(c * b.h + y) * b.w..][..b.w];
+            for (bv, &av) in br.iter_mut().zip(ar) {
+                *bv = av * wa + *bv * wb;
+            }
+        }
+    }
+}
+
+/// diffusers' `blend_h(a, b, extent)`: b's left columns from a's right ones.
+fn blend_h(a: &TileImage, b: &mut TileImage, extent: usize) {
+    let e = a.w.min(b.w).min(extent);
+    debug_assert!(a.h == b.h);
+    for x in 0..e {
+        let (wa, wb) = lerp_weights(x, e);
+        for c in 0..3 {
+            for y in 0..b.h {
+                let av = a.v[(c * a.h + y) * a.w + a.w - e + x];
+                let bv = &mut b.v[(c * b.h + y) * b.w + x];
+                *bv = av * wa + *bv * wb;
+            }
+        }
+    }
 }
 
 pub struct VaeDecoder<'a> {
@@ -119,6 +267,88 @@ impl<'a> VaeDecoder<'a> {
         // [B, 128, 1024, 1024] → [B, 3, 1024, 1024]
         h = group_norm(gpu, d.sub("norm_out").scope(), &h, GROUPS, EPS, true)?;
         conv(gpu, d.sub("conv_out").scope(), &h, 3, 3, 1)
+    }
+
+    /// diffusers' tiled_decode: latents [1, z, h, w] → image [1, 3, H, W] F32 (same as `decode`).
+    ///
+    /// Always tiles (diffusers' `enable_tiling()` tiles only latents larger than one tile: see
+    /// `VaeTiling::diffusers_tiles`). Each tile of `tile_px / factor` latents, starting every
+    /// int(tile·(1 − overlap)) latents and clipped at the edges, is decoded on its own by `decode`
+    /// (post_quant_conv + decoder, so GroupNorm statistics are per tile) and read back; its
+    /// intermediates are freed before the next tile, so GPU memory is one tile's decode plus the
+    /// output. On the host, tiles are blended in place with the (already blended) tile above and to
+    /// the left over int(tile_px·overlap) px, cropped to tile_px − that, and concatenated, exactly
+    /// as diffusers does in f32. Fails with `Error::Input` where `check_tiling` does, and for B ≠ 1.
+    pub async fn decode_tiled(&self, gpu: &Gpu, latents: &Tensor, tiling: VaeTiling) -> Result<Tensor> {
+        let cfg = &self.config;
+        let ls = latents.shape();
+        if ls.len() != 4 || ls[1] != cfg.z_channels || ls[2] == 0 || ls[3] == 0 {
+            return Err(Error::Input(format!(
+                "VAE tiled decode: latents must be [1, {}, h, w], got {ls:?}",
+                cfg.z_channels
+            )));
+        }
+        if ls[0] != 1 {
+            return Err(Error::Input(format!(
+                "VAE tiled decode: one image at a time (batch 1), got a batch of {}",
+                ls[0]
+            )));
+        }
+        let (zc, h, w) = (ls[1], ls[2], ls[3]);
+        let plan = tile_plan(cfg, h, w, tiling)?;
+        let f = cfg.factor();
+        let (oh, ow) = (f * h, f * w);
+        let z = latents.to_vec_f32(gpu).await?;
+        let mut out = vec![0f32; 3 * oh * ow];
+        // The previous row of tiles, blended; only their last `blend` rows (all blend_v reads) with
+        // their full heights.
+        let mut above: Vec<(TileImage, usize)> = Vec::new();
+        let mut oy = 0;
+        for i in (0..h).step_by(plan.step) {
+            let th = plan.tile.min(h - i);
+            let mut row: Vec<(TileImage, usize)> = Vec::new();
+            let mut left: Option<TileImage> = None;
+            let mut ox = 0;
+            for (col, j) in (0..w).step_by(plan.step).enumerate() {
+                let tw = plan.tile.min(w - j);
+                let mut zt = Vec::with_capacity(zc * th * tw);
+                for c in 0..zc {
+                    for y in i..i + th {
+                        zt.extend_from_slice(&z[(c * h + y) * w + j..][..tw]);
+                    }
+                }
+                // The latents' own dtype: the values read back are exactly representable in it.
+                let v = {
+                    let tile = Tensor::from_f32(gpu, &[1, zc, th, tw], latents.dtype(), &zt)?;
+                    let img = self.decode(gpu, &tile)?;
+                    img.to_vec_f32(gpu).await?
+                };
+                let mut t = TileImage { h: f * th, w: f * tw, v };
+                if let Some((a, a_h)) = above.get(col) {
+                    blend_v(a, *a_h, &mut t, plan.blend);
+                }
+                if let Some(a) = &left {
+                    blend_h(a, &mut t, plan.blend);
+                }
+                let (ch, cw) = (t.h.min(plan.row_limit), t.w.min(plan.row_limit));
+                for c in 0..3 {
+                    for y in 0..ch {
+                        out[(c * oh + oy + y) * ow + ox..][..cw].copy_from_slice(&t.v[(c * t.h + y) * t.w..][..cw]);
+                    }
+                }
+                ox += cw;
+                let keep = t.h.min(plan.blend);
+                let bottom =
+                    (0..3).flat_map(|c| t.v[(c * t.h + t.h - keep) * t.w..][..keep * t.w].iter().copied()).collect();
+                row.push((TileImage { h: keep, w: t.w, v: bottom }, t.h));
+                left = Some(t);
+            }
+            debug_assert_eq!(ox, ow);
+            oy += (f * th).min(plan.row_limit);
+            above = row;
+        }
+        debug_assert_eq!(oy, oh);
+        Tensor::from_f32(gpu, &[1, 3, oh, ow], DType::F32, &out)
     }
 }
 
