@@ -122,6 +122,9 @@ impl std::str::FromStr for MemSize {
         let t = text.trim();
         let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
         let (num, unit) = (t[..split].trim(), t[split..].trim().to_ascii_lowercase());
+        if num.is_empty() {
+            return Err(format!("memory size '{text}': no number (use e.g. 7.5G, 512M, 24GiB)"));
+        }
         let shift = match unit.as_str() {
             "" | "b" => 0,
             "k" | "kb" | "kib" => 10,
@@ -130,9 +133,6 @@ impl std::str::FromStr for MemSize {
             "t" | "tb" | "tib" => 40,
             _ => return Err(format!("memory size '{text}': unknown unit '{unit}' (use e.g. 7.5G, 512M, 24GiB)")),
         };
-        if num.is_empty() {
-            return Err(format!("memory size '{text}': no number (use e.g. 7.5G, 512M, 24GiB)"));
-        }
         let v: f64 = num.parse().map_err(|_| format!("memory size '{text}': '{num}' is not a number (use e.g. 7.5G)"))?;
         let bytes = v * (1u64 << shift) as f64;
         if !bytes.is_finite() || bytes < (1u64 << 20) as f64 || bytes > (1u64 << 50) as f64 {

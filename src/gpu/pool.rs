@@ -42,8 +42,6 @@ struct Inner {
     stats: MemoryStats,
     /// When set, cached buffers are released before a new buffer would push the total past it.
     limit: Option<u64>,
-    /// Dry pools hold clones of one dummy buffer, which must never be destroyed.
-    dry: bool,
 }
 
 impl Inner {
@@ -60,10 +58,8 @@ impl Inner {
         classes.sort_unstable_by(|a, b| b.cmp(a));
         for c in classes {
             while self.stats.total() + need > limit {
-                let Some(b) = self.free.get_mut(&c).and_then(|v| v.pop()) else { break };
-                if !self.dry {
-                    b.destroy();
-                }
+                // Dropped, not destroyed: wgpu frees it once submitted work no longer uses it.
+                let Some(_) = self.free.get_mut(&c).and_then(|v| v.pop()) else { break };
                 self.stats.cached -= c;
             }
         }
@@ -83,7 +79,7 @@ pub(crate) struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     class: u64,
     pool: BufferPool,
-    /// Exact-size buffers (weights) are destroyed on drop instead of cached.
+    /// Exact-size buffers (weights) go back to the driver on drop instead of into the cache.
     pooled: bool,
 }
 
@@ -96,14 +92,15 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            let dry = self.pool.dummy.is_some();
             let mut p = self.pool.lock();
             p.stats.live -= self.class;
             if self.pooled {
                 p.stats.cached += self.class;
                 p.free.entry(self.class).or_default().push(b);
-            } else if !dry {
-                b.destroy();
+            } else {
+                // Not `destroy()`: recorded, unsubmitted commands may still use a released weight
+                // (text encoders dropped right after encoding); wgpu frees it after them.
+                drop(b);
             }
         }
     }
@@ -128,8 +125,7 @@ impl BufferPool {
 
     /// A pool that accounts like a real one but lends `dummy` (see the module docs).
     pub(crate) fn dry(dummy: wgpu::Buffer) -> Self {
-        let inner = Inner { dry: true, ..Inner::default() };
-        BufferPool { inner: Arc::new(Mutex::new(inner)), dummy: Some(dummy) }
+        BufferPool { inner: Arc::default(), dummy: Some(dummy) }
     }
 
     pub(crate) fn is_dry(&self) -> bool {
@@ -196,21 +192,14 @@ impl BufferPool {
 
     /// Destroy every cached (unused) buffer, e.g. between the UNet and the VAE.
     pub(crate) fn trim(&self) {
-        let dry = self.is_dry();
         let mut p = self.lock();
-        for (_, v) in p.free.drain() {
-            for b in v {
-                if !dry {
-                    b.destroy();
-                }
-            }
-        }
+        // Dropped: wgpu frees each buffer once submitted work is done with it.
+        p.free.clear();
         p.stats.cached = 0;
     }
 
     /// Whether allocating `need` new bytes would first free cached buffers (see `make_room`).
-    /// The caller submits pending work before they are destroyed: recorded commands may still
-    /// use a buffer that was freed into the cache.
+    /// The caller submits pending work first, so the memory can really be returned.
     pub(crate) fn must_evict(&self, need: u64) -> bool {
         let p = self.lock();
         p.limit.is_some_and(|l| p.stats.total() + need > l) && p.stats.cached > 0

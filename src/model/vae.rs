@@ -397,19 +397,3 @@ pub fn rgb8_from_f32(v: &[f32], b: usize, h: usize, w: usize) -> Result<Vec<Vec<
         .collect())
 }
 
-// TEMP-VAETILE: replaced by the vaetile branch's implementation at merge.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct VaeTiling {
-    pub tile_px: usize,
-    pub overlap: f32,
-}
-impl VaeDecoder<'_> {
-    pub async fn decode_tiled(&self, gpu: &Gpu, latents: &Tensor, tiling: VaeTiling) -> Result<Tensor> {
-        let _ = tiling;
-        self.decode(gpu, latents)
-    }
-}
-pub fn check_tiling(cfg: &VaeConfig, latent_h: usize, latent_w: usize, tiling: VaeTiling) -> Result<()> {
-    let _ = (cfg, latent_h, latent_w, tiling);
-    Ok(())
-}
