@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::{now_seconds, DType, Gpu, Tensor};
-use crate::model::clip::{encode_prompt, Activation, ClipConfig, ClipText, Naming};
+use crate::model::clip::{encode_prompt, ClipConfig, ClipText, Naming};
 use crate::model::unet::{Cond, UNet, UNetConfig};
 use crate::model::vae::{check_tiling, to_rgb8, VaeConfig, VaeDecoder, VaeTiling};
 use crate::ops::elementwise::concat_channels;
@@ -31,8 +31,6 @@ pub const MIN_VAE_TILE: usize = 64;
 const VAE_TILE_CANDIDATES: &[usize] = &[1024, 768, 512, 384, 256, 192, 128, 96, 64];
 /// The largest CFG scale accepted; beyond it images are pure saturation.
 pub const MAX_CFG: f32 = 100.0;
-/// SDXL's latent scaling factor (the sdxl_vae config); single-file checkpoints do not store it.
-pub const SDXL_VAE_SCALING: f32 = 0.13025;
 /// The Nekoray-XL model card's resolution buckets (width, height), 1024² first.
 pub const BUCKETS: &[(usize, usize)] = &[
     (1024, 1024),
@@ -326,55 +324,13 @@ fn weight_bytes(w: &Weights) -> u64 {
     w.map.values().map(|t| t.byte_len_padded()).sum()
 }
 impl Model {
-    /// `config` is what the loader inferred from the checkpoint's shapes.
+    /// `config` is what the loader found: inferred from the checkpoint's shapes, completed by its
+    /// config.json files (diffusers folders) or the documented fallbacks (single files); the
+    /// model code takes every number from it.
     pub fn new(weights: Weights, config: &ModelConfig, name: &str) -> Result<Model> {
-        let unet = UNetConfig::from_params(&weights)?;
-        let v = &config.vae;
-        let vae = VaeConfig {
-            ch: v.ch,
-            ch_mult: v.ch_mult.clone(),
-            num_res_blocks: v.num_res_blocks,
-            z_channels: v.z_channels,
-            scaling_factor: SDXL_VAE_SCALING,
-        };
-        if vae.z_channels != unet.in_channels {
-            return Err(Error::Weights(format!(
-                "the VAE has {} latent channels but the UNet takes {}",
-                vae.z_channels, unet.in_channels
-            )));
-        }
-        let clip = |c: &crate::weights::ClipConfig, naming, prefix: &str, activation| ClipConfig {
-            naming,
-            prefix: prefix.into(),
-            layers: c.layers,
-            hidden: c.hidden,
-            heads: c.heads,
-            mlp: c.intermediate,
-            vocab: c.vocab,
-            positions: c.max_positions,
-            projection: c.projection,
-            activation,
-            eps: 1e-5,
-        };
-        let clip_l = ClipText::new(clip(
-            &config.text_encoder,
-            Naming::Hf,
-            "conditioner.embedders.0.transformer.text_model.",
-            Activation::QuickGelu,
-        ))?;
-        let clip_g = ClipText::new(clip(
-            &config.text_encoder_2,
-            Naming::OpenClip,
-            "conditioner.embedders.1.model.",
-            Activation::Gelu,
-        ))?;
-        let (l, g) = (clip_l.cfg.hidden, clip_g.cfg.hidden);
-        if l + g != unet.context_dim || clip_g.cfg.projection != Some(unet.pooled_dim) {
-            return Err(Error::Weights(format!(
-                "text encoders (hidden {l} + {g}, projection {:?}) do not fit the UNet (context {}, pooled {})",
-                clip_g.cfg.projection, unet.context_dim, unet.pooled_dim
-            )));
-        }
+        config.check()?;
+        let clip_l = ClipText::new(ClipConfig::from_loaded(&config.text_encoder, Naming::Hf))?;
+        let clip_g = ClipText::new(ClipConfig::from_loaded(&config.text_encoder_2, Naming::OpenClip))?;
         // The text encoders live apart: the planner may release them while the UNet runs.
         let (text, rest): (HashMap<String, Tensor>, HashMap<String, Tensor>) =
             weights.map.into_iter().partition(|(k, _)| k.starts_with("conditioner."));
@@ -387,8 +343,8 @@ impl Model {
             plans: Vec::new(),
             source: None,
             cond: RefCell::new(None),
-            unet,
-            vae,
+            unet: config.unet.clone(),
+            vae: config.vae.clone(),
             clip_l,
             clip_g,
             tokenizers: SdxlTokenizers::new()?,

@@ -20,7 +20,17 @@ const RGB_MAX_LEVELS: u8 = 4;
 
 fn config() -> VaeConfig {
     // The fixture's AutoencoderKL: block_out_channels [32, 64, 128] (factor 4), layers_per_block 2.
-    VaeConfig { ch: 32, ch_mult: vec![1, 2, 4], num_res_blocks: 2, z_channels: 4, scaling_factor: 0.13025 }
+    VaeConfig {
+        in_channels: 3,
+        out_channels: 3,
+        ch: 32,
+        ch_mult: vec![1, 2, 4],
+        num_res_blocks: 2,
+        z_channels: 4,
+        embed_dim: 4,
+        norm_num_groups: 32,
+        scaling_factor: 0.13025,
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -144,7 +154,7 @@ fn input_error(r: sdxl_web::Result<()>) -> String {
 
 #[test]
 fn check_tiling_rejects_what_diffusers_gets_wrong() {
-    let sdxl = VaeConfig::sdxl();
+    let sdxl = sdxl_web::weights::ModelConfig::sdxl_base().vae;
     assert_eq!(sdxl.factor(), 8);
     assert_eq!(config().factor(), 4);
     let t = |tile_px, overlap| VaeTiling { tile_px, overlap };

@@ -458,11 +458,12 @@ mod cli {
         }
         println!("layout  {}", ins.layout);
         for (name, c) in &ins.components {
-            println!("{name:<15} {:>15} params  {:<8} {}", group(c.params), c.dtype, c.file);
+            let cfg = c.config_file.as_deref().map(|f| format!(" + {f}")).unwrap_or_default();
+            println!("{name:<15} {:>15} params  {:<8} {}{cfg}", group(c.params), c.dtype, c.file);
         }
         let u = &ins.config.unet;
         println!(
-            "unet            channels {} × {:?}, {} res blocks/level, transformer depth {:?} (middle {}), heads {:?} (middle {}) of {}, context {}, adm {} (pooled {} + 6 × {})",
+            "unet            channels {} × {:?}, {} res blocks/level, transformer depth {:?} (middle {}), heads {:?} (middle {}), {} norm groups, context {}, adm {} (pooled {} + 6 × {})",
             u.model_channels,
             u.channel_mult,
             u.num_res_blocks,
@@ -470,7 +471,7 @@ mod cli {
             u.transformer_depth_middle,
             u.num_heads,
             u.num_heads_middle,
-            u.head_dim,
+            u.norm_num_groups,
             u.context_dim,
             u.adm_in_channels,
             u.pooled_dim,
@@ -478,11 +479,12 @@ mod cli {
         );
         for (name, t) in [("text_encoder", &ins.config.text_encoder), ("text_encoder_2", &ins.config.text_encoder_2)] {
             println!(
-                "{name:<15} hidden {}, {} layers, {} heads, mlp {}, vocab {}, positions {}{}",
+                "{name:<15} hidden {}, {} layers, {} heads, mlp {} ({:?}), vocab {}, positions {}{}",
                 t.hidden,
                 t.layers,
                 t.heads,
                 t.intermediate,
+                t.activation,
                 t.vocab,
                 t.max_positions,
                 t.projection.map(|p| format!(", projection {p}")).unwrap_or_default()
@@ -490,8 +492,8 @@ mod cli {
         }
         let v = &ins.config.vae;
         println!(
-            "vae             channels {} × {:?}, {} res blocks/level, z {} (embed {})",
-            v.ch, v.ch_mult, v.num_res_blocks, v.z_channels, v.embed_dim
+            "vae             channels {} × {:?}, {} res blocks/level, z {} (embed {}), {} norm groups, scaling factor {}",
+            v.ch, v.ch_mult, v.num_res_blocks, v.z_channels, v.embed_dim, v.norm_num_groups, v.scaling_factor
         );
         Ok(())
     }

@@ -128,10 +128,6 @@ impl BufferPool {
         BufferPool { inner: Arc::default(), dummy: Some(dummy) }
     }
 
-    pub(crate) fn is_dry(&self) -> bool {
-        self.dummy.is_some()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -27,14 +27,8 @@ pub enum Naming {
     OpenClip,
 }
 
-/// MLP activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// x·sigmoid(1.702x): OpenAI CLIP ViT-L.
-    QuickGelu,
-    /// Exact (erf) GELU: OpenCLIP bigG.
-    Gelu,
-}
+/// MLP activation (the config's `hidden_act`).
+pub use crate::weights::config::Activation;
 
 /// Shape and naming of one text encoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,37 +51,25 @@ pub struct ClipConfig {
 }
 
 impl ClipConfig {
-    /// SDXL's CLIP ViT-L/14: 12 layers, 768 wide, 12 heads.
-    pub fn sdxl_clip_l() -> Self {
+    /// The encoder the loader found (shapes, plus config.json or the documented fallbacks), under
+    /// its single-file naming: CLIP-L (`Naming::Hf`) or OpenCLIP bigG (`Naming::OpenClip`).
+    pub fn from_loaded(c: &crate::weights::ClipConfig, naming: Naming) -> Self {
+        let prefix = match naming {
+            Naming::Hf => "conditioner.embedders.0.transformer.text_model.",
+            Naming::OpenClip => "conditioner.embedders.1.model.",
+        };
         Self {
-            naming: Naming::Hf,
-            prefix: "conditioner.embedders.0.transformer.text_model.".into(),
-            layers: 12,
-            hidden: 768,
-            heads: 12,
-            mlp: 3072,
-            vocab: 49408,
-            positions: 77,
-            projection: None,
-            activation: Activation::QuickGelu,
-            eps: 1e-5,
-        }
-    }
-
-    /// SDXL's OpenCLIP ViT-bigG/14: 32 layers, 1280 wide, 20 heads, projection 1280.
-    pub fn sdxl_clip_g() -> Self {
-        Self {
-            naming: Naming::OpenClip,
-            prefix: "conditioner.embedders.1.model.".into(),
-            layers: 32,
-            hidden: 1280,
-            heads: 20,
-            mlp: 5120,
-            vocab: 49408,
-            positions: 77,
-            projection: Some(1280),
-            activation: Activation::Gelu,
-            eps: 1e-5,
+            naming,
+            prefix: prefix.into(),
+            layers: c.layers,
+            hidden: c.hidden,
+            heads: c.heads,
+            mlp: c.intermediate,
+            vocab: c.vocab,
+            positions: c.max_positions,
+            projection: c.projection,
+            activation: c.activation,
+            eps: c.layer_norm_eps,
         }
     }
 }

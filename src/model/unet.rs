@@ -9,134 +9,14 @@ use crate::gpu::{DType, Gpu, Tensor};
 use crate::ops::{attention, elementwise as ew};
 use crate::{Error, Result};
 
-/// ResBlock and output group norms (diffusers `norm_eps`).
-const RES_EPS: f32 = 1e-5;
-/// The transformer's input group norm.
+/// The transformer's input group norm (diffusers' Transformer2DModel fixes it).
 const TRANSFORMER_GN_EPS: f32 = 1e-6;
-/// LayerNorms inside transformer blocks.
+/// LayerNorms inside transformer blocks (BasicTransformerBlock's default).
 const LN_EPS: f32 = 1e-5;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UNetConfig {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    /// Channels of level 0 (`block_out_channels[0]`); also the timestep sinusoid width.
-    pub model_channels: usize,
-    pub channel_mult: Vec<usize>,
-    /// ResBlocks per down level (up levels have one more).
-    pub num_res_blocks: usize,
-    /// Transformer blocks per SpatialTransformer at each level; 0 = no attention there.
-    pub transformer_depth: Vec<usize>,
-    pub transformer_depth_middle: usize,
-    /// Heads = channels / head_dim.
-    pub head_dim: usize,
-    pub context_dim: usize,
-    /// Width of the pooled text embedding (1280 for SDXL).
-    pub pooled_dim: usize,
-    /// Sinusoid width per size/crop value (256).
-    pub add_time_dim: usize,
-    pub norm_groups: usize,
-}
-
-impl UNetConfig {
-    /// SDXL 1.0 base.
-    pub fn sdxl() -> Self {
-        UNetConfig {
-            in_channels: 4,
-            out_channels: 4,
-            model_channels: 320,
-            channel_mult: vec![1, 2, 4],
-            num_res_blocks: 2,
-            transformer_depth: vec![0, 2, 10],
-            transformer_depth_middle: 10,
-            head_dim: 64,
-            context_dim: 2048,
-            pooled_dim: 1280,
-            add_time_dim: 256,
-            norm_groups: 32,
-        }
-    }
-
-    /// The architecture read off a checkpoint's tensor shapes (levels, channels, transformer
-    /// depths, context and pooled widths); head dim 64, 256-wide size sinusoids and 32 groups as
-    /// every SDXL-family UNet. Levels are found by probing the ldm key layout.
-    pub fn from_params(params: &dyn Params) -> Result<Self> {
-        let root = Scope::new(params, PREFIX);
-        let shape = |name: &str| -> Result<Vec<usize>> { Ok(params.get(&format!("{PREFIX}{name}"))?.shape().to_vec()) };
-        let conv_in = shape("input_blocks.0.0.weight")?;
-        let out = shape("out.2.weight")?;
-        let (mc, in_channels) = (conv_in[0], conv_in[1]);
-        if mc == 0 {
-            return Err(Error::Weights("UNet: input_blocks.0.0.weight has no output channels".into()));
-        }
-        // ResBlocks per level: consecutive input blocks with a ResBlock before the first downsample.
-        let mut num_res_blocks = 0;
-        while root.has(&format!("input_blocks.{}.0.in_layers.2.weight", num_res_blocks + 1)) {
-            num_res_blocks += 1;
-        }
-        if num_res_blocks == 0 {
-            return Err(Error::Weights("UNet: no ResBlock at input_blocks.1".into()));
-        }
-        let depth_at = |prefix: &str| {
-            let mut d = 0;
-            while root.has(&format!("{prefix}.transformer_blocks.{d}.norm1.weight")) {
-                d += 1;
-            }
-            d
-        };
-        let (mut channel_mult, mut transformer_depth) = (Vec::new(), Vec::new());
-        let mut idx = 1;
-        loop {
-            let w = shape(&format!("input_blocks.{idx}.0.in_layers.2.weight"))?;
-            channel_mult.push(w[0] / mc);
-            transformer_depth.push(depth_at(&format!("input_blocks.{idx}.1")));
-            idx += num_res_blocks;
-            if !root.has(&format!("input_blocks.{idx}.0.op.weight")) {
-                break;
-            }
-            idx += 1;
-        }
-        let transformer_depth_middle = depth_at("middle_block.1");
-        let mut context_dim = 0;
-        for prefix in ["middle_block.1".to_string()]
-            .into_iter()
-            .chain((1..idx + num_res_blocks).map(|i| format!("input_blocks.{i}.1")))
-        {
-            if let Ok(s) = shape(&format!("{prefix}.transformer_blocks.0.attn2.to_k.weight")) {
-                context_dim = s[1];
-                break;
-            }
-        }
-        let add_time_dim = 256;
-        let adm = shape("label_emb.0.0.weight")?[1];
-        let pooled_dim = adm.checked_sub(6 * add_time_dim).ok_or_else(|| {
-            Error::Weights(format!("UNet: label_emb.0.0.weight takes {adm} inputs, fewer than 6 × {add_time_dim}"))
-        })?;
-        Ok(UNetConfig {
-            in_channels,
-            out_channels: out[0],
-            model_channels: mc,
-            channel_mult,
-            num_res_blocks,
-            transformer_depth,
-            transformer_depth_middle,
-            head_dim: 64,
-            context_dim,
-            pooled_dim,
-            add_time_dim,
-            norm_groups: 32,
-        })
-    }
-
-    fn time_dim(&self) -> usize {
-        self.model_channels * 4
-    }
-
-    /// label_emb input: pooled + 6 sinusoids (2816 for SDXL).
-    pub fn adm_in_channels(&self) -> usize {
-        self.pooled_dim + 6 * self.add_time_dim
-    }
-}
+/// The UNet's architecture is what the loader found: [`crate::weights::UnetConfig`], inferred from
+/// the checkpoint's shapes and completed by its config.json (or the documented fallbacks).
+pub use crate::weights::UnetConfig as UNetConfig;
 
 /// Per-call conditioning.
 pub struct Cond<'t> {
@@ -160,7 +40,7 @@ const PREFIX: &str = "model.diffusion_model.";
 struct Ctx<'g> {
     gpu: &'g Gpu,
     groups: usize,
-    head_dim: usize,
+    eps: f32,
     /// SiLU(emb) [B, time_dim], shared by every ResBlock's emb_layers.
     emb: Tensor,
     context: Tensor,
@@ -173,36 +53,35 @@ impl Ctx<'_> {
         let gpu = self.gpu;
         let in_ch = x.shape()[1];
         let b = x.shape()[0];
-        let h = group_norm(gpu, s.sub("in_layers.0").scope(), x, self.groups, RES_EPS, true)?;
+        let h = group_norm(gpu, s.sub("in_layers.0").scope(), x, self.groups, self.eps, true)?;
         let h = conv(gpu, s.sub("in_layers.2").scope(), &h, out_ch, 3, 1)?;
         let e = lin(gpu, s.sub("emb_layers.1").scope(), &self.emb, out_ch, true)?; // [B, out]
         let h = ew::add(gpu, &h, &e.reshape(&[b, out_ch, 1, 1])?)?;
-        let h = group_norm(gpu, s.sub("out_layers.0").scope(), &h, self.groups, RES_EPS, true)?;
+        let h = group_norm(gpu, s.sub("out_layers.0").scope(), &h, self.groups, self.eps, true)?;
         let h = conv(gpu, s.sub("out_layers.3").scope(), &h, out_ch, 3, 1)?;
         let skip =
             if in_ch != out_ch { conv(gpu, s.sub("skip_connection").scope(), x, out_ch, 1, 1)? } else { x.clone() };
         ew::add(gpu, &skip, &h)
     }
 
-    /// to_q/to_k/to_v (no bias) → attention → to_out.0.
-    fn attn(&self, s: Scope, x: &Tensor, kv: &Tensor) -> Result<Tensor> {
+    /// to_q/to_k/to_v (no bias) → attention over `heads` → to_out.0.
+    fn attn(&self, s: Scope, x: &Tensor, kv: &Tensor, heads: usize) -> Result<Tensor> {
         let gpu = self.gpu;
         let c = *x.shape().last().unwrap_or(&0);
         let q = lin(gpu, s.sub("to_q").scope(), x, c, false)?;
         let k = lin(gpu, s.sub("to_k").scope(), kv, c, false)?;
         let v = lin(gpu, s.sub("to_v").scope(), kv, c, false)?;
-        let heads = c / self.head_dim;
-        let a = attention::attention(gpu, &q, &k, &v, heads.max(1), false)?;
+        let a = attention::attention(gpu, &q, &k, &v, heads, false)?;
         lin(gpu, s.sub("to_out.0").scope(), &a, c, true)
     }
 
     /// SpatialTransformer with linear proj_in/out: GN → tokens → proj_in → blocks → proj_out →
     /// NCHW + x.
-    fn transformer(&self, s: Scope, x: &Tensor, depth: usize) -> Result<Tensor> {
+    fn transformer(&self, s: Scope, x: &Tensor, depth: usize, heads: usize) -> Result<Tensor> {
         let gpu = self.gpu;
         let (c, hh, ww) = (x.shape()[1], x.shape()[2], x.shape()[3]);
-        if !c.is_multiple_of(self.head_dim) {
-            return Err(Error::Input(format!("UNet: {c} channels do not split into heads of {}", self.head_dim)));
+        if heads == 0 || !c.is_multiple_of(heads) {
+            return Err(Error::Input(format!("UNet: {c} channels do not split into {heads} heads")));
         }
         let n = group_norm(gpu, s.sub("norm").scope(), x, self.groups, TRANSFORMER_GN_EPS, false)?;
         let t = ew::nchw_to_tokens(gpu, &n)?; // [B, H·W, C]
@@ -211,9 +90,9 @@ impl Ctx<'_> {
             let sb = s.sub(&format!("transformer_blocks.{k}"));
             let b = sb.scope();
             let n1 = layer_norm(gpu, b.sub("norm1").scope(), &h, LN_EPS)?;
-            h = ew::add(gpu, &h, &self.attn(b.sub("attn1").scope(), &n1, &n1)?)?;
+            h = ew::add(gpu, &h, &self.attn(b.sub("attn1").scope(), &n1, &n1, heads)?)?;
             let n2 = layer_norm(gpu, b.sub("norm2").scope(), &h, LN_EPS)?;
-            h = ew::add(gpu, &h, &self.attn(b.sub("attn2").scope(), &n2, &self.context)?)?;
+            h = ew::add(gpu, &h, &self.attn(b.sub("attn2").scope(), &n2, &self.context, heads)?)?;
             let n3 = layer_norm(gpu, b.sub("norm3").scope(), &h, LN_EPS)?;
             let ff = lin(gpu, b.sub("ff.net.0.proj").scope(), &n3, 8 * c, true)?; // GEGLU: [.., 2·4C]
             let ff = ew::geglu(gpu, &ff)?;
@@ -227,10 +106,17 @@ impl Ctx<'_> {
 impl<'a> UNet<'a> {
     pub fn new(config: UNetConfig, params: &'a dyn Params) -> Result<Self> {
         let c = &config;
-        if c.channel_mult.is_empty() || c.transformer_depth.len() != c.channel_mult.len() || c.head_dim == 0 {
+        let levels = c.channel_mult.len();
+        if levels == 0 || c.transformer_depth.len() != levels || c.num_heads.len() != levels {
             return Err(Error::Input(format!(
-                "UNet config: channel_mult {:?} and transformer_depth {:?} must be non-empty and of equal length",
-                c.channel_mult, c.transformer_depth
+                "UNet config: channel_mult {:?}, transformer_depth {:?} and num_heads {:?} must be non-empty and of equal length",
+                c.channel_mult, c.transformer_depth, c.num_heads
+            )));
+        }
+        if c.addition_time_embed_dim == 0 || c.pooled_dim == 0 || c.norm_num_groups == 0 {
+            return Err(Error::Input(format!(
+                "UNet config: addition_time_embed_dim {}, pooled_dim {} and norm_num_groups {} must be set (UnetConfig::resolve_addition)",
+                c.addition_time_embed_dim, c.pooled_dim, c.norm_num_groups
             )));
         }
         Ok(UNet { config, params })
@@ -266,7 +152,7 @@ impl<'a> UNet<'a> {
             )));
         }
         let root = Scope::new(self.params, PREFIX);
-        let td = cfg.time_dim();
+        let td = cfg.time_embed_dim;
 
         // Time embedding: sinusoid(t, 320) → linear, SiLU, linear. [B, 1280]
         let temb = ew::timestep_embedding(gpu, cond.timesteps, cfg.model_channels, act)?;
@@ -274,7 +160,8 @@ impl<'a> UNet<'a> {
         let temb = lin(gpu, root.sub("time_embed.2").scope(), &ew::silu(gpu, &temb)?, td, true)?;
         // Add embedding: [pooled, sinusoid(time_ids, 256) ×6] [B, 2816] → linear, SiLU, linear.
         let ids: Vec<f32> = cond.time_ids.iter().flatten().copied().collect();
-        let tid = ew::timestep_embedding(gpu, &ids, cfg.add_time_dim, act)?.reshape(&[b, 6 * cfg.add_time_dim])?;
+        let atd = cfg.addition_time_embed_dim;
+        let tid = ew::timestep_embedding(gpu, &ids, atd, act)?.reshape(&[b, 6 * atd])?;
         let pooled = ew::cast(gpu, cond.pooled, act)?;
         let adm = ew::concat_channels(gpu, &[&pooled, &tid])?;
         let aemb = lin(gpu, root.sub("label_emb.0.0").scope(), &adm, td, true)?;
@@ -283,8 +170,8 @@ impl<'a> UNet<'a> {
 
         let ctx = Ctx {
             gpu,
-            groups: cfg.norm_groups,
-            head_dim: cfg.head_dim,
+            groups: cfg.norm_num_groups,
+            eps: cfg.norm_eps,
             emb: ew::silu(gpu, &emb)?,
             context: ew::cast(gpu, cond.context, act)?,
         };
@@ -300,7 +187,8 @@ impl<'a> UNet<'a> {
             for _ in 0..cfg.num_res_blocks {
                 h = ctx.resblock(block(idx, 0).scope(), &h, ch)?;
                 if cfg.transformer_depth[level] > 0 {
-                    h = ctx.transformer(block(idx, 1).scope(), &h, cfg.transformer_depth[level])?;
+                    let (depth, heads) = (cfg.transformer_depth[level], cfg.num_heads[level]);
+                    h = ctx.transformer(block(idx, 1).scope(), &h, depth, heads)?;
                 }
                 skips.push(h.clone());
                 idx += 1;
@@ -316,7 +204,12 @@ impl<'a> UNet<'a> {
         // Middle: [2, 1280, 32, 32]
         let top = cfg.model_channels * cfg.channel_mult[levels - 1];
         h = ctx.resblock(root.sub("middle_block.0").scope(), &h, top)?;
-        h = ctx.transformer(root.sub("middle_block.1").scope(), &h, cfg.transformer_depth_middle)?;
+        h = ctx.transformer(
+            root.sub("middle_block.1").scope(),
+            &h,
+            cfg.transformer_depth_middle,
+            cfg.num_heads_middle,
+        )?;
         h = ctx.resblock(root.sub("middle_block.2").scope(), &h, top)?;
 
         // Up path: concatenate the matching skip, ResBlock (+ transformer), upsample at level ends.
@@ -330,7 +223,7 @@ impl<'a> UNet<'a> {
                 let ob = |k: usize| root.sub(&format!("output_blocks.{idx}.{k}"));
                 h = ctx.resblock(ob(0).scope(), &h, ch)?;
                 if depth > 0 {
-                    h = ctx.transformer(ob(1).scope(), &h, depth)?;
+                    h = ctx.transformer(ob(1).scope(), &h, depth, cfg.num_heads[level])?;
                 }
                 if level != 0 && j == cfg.num_res_blocks {
                     // To the next skip's size: 2× unless a side was odd on the way down
@@ -346,7 +239,7 @@ impl<'a> UNet<'a> {
         }
 
         // out: GN + SiLU, conv → [2, 4, 128, 128]
-        h = group_norm(gpu, root.sub("out.0").scope(), &h, cfg.norm_groups, RES_EPS, true)?;
+        h = group_norm(gpu, root.sub("out.0").scope(), &h, cfg.norm_num_groups, cfg.norm_eps, true)?;
         conv(gpu, root.sub("out.2").scope(), &h, cfg.out_channels, 3, 1)
     }
 }

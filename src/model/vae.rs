@@ -9,33 +9,15 @@ use crate::gpu::{DType, Gpu, Tensor};
 use crate::ops::{attention, elementwise as ew};
 use crate::{Error, Result};
 
-/// GroupNorm everywhere in the VAE: 32 groups, eps 1e-6.
-const GROUPS: usize = 32;
+/// GroupNorm epsilon everywhere in the VAE (diffusers' AutoencoderKL fixes it; the group count is
+/// the config's `norm_num_groups`).
 const EPS: f32 = 1e-6;
 
-#[derive(Clone, Debug)]
-pub struct VaeConfig {
-    /// Base channel count (`block_out_channels[0]`).
-    pub ch: usize,
-    /// Channel multiplier per resolution level, highest resolution first.
-    pub ch_mult: Vec<usize>,
-    /// Resnets per encoder level; the decoder has one more per level.
-    pub num_res_blocks: usize,
-    pub z_channels: usize,
-    /// Latents are divided by this before decoding (the config's `scaling_factor`).
-    pub scaling_factor: f32,
-}
+/// The VAE's architecture and latent scaling are what the loader found:
+/// [`crate::weights::VaeConfig`] (shapes, plus config.json or the documented fallbacks).
+pub use crate::weights::VaeConfig;
 
 impl VaeConfig {
-    /// SDXL 1.0's VAE (`sdxl_vae` config: block_out_channels [128, 256, 512, 512], scaling_factor 0.13025).
-    pub fn sdxl() -> Self {
-        VaeConfig { ch: 128, ch_mult: vec![1, 2, 4, 4], num_res_blocks: 2, z_channels: 4, scaling_factor: 0.13025 }
-    }
-
-    fn level_ch(&self, level: usize) -> usize {
-        self.ch * self.ch_mult[level]
-    }
-
     /// Pixels per latent: 2^(levels − 1) (8 for SDXL).
     pub fn factor(&self) -> usize {
         1 << self.ch_mult.len().saturating_sub(1)
@@ -185,6 +167,10 @@ fn blend_h(a: &TileImage, b: &mut TileImage, extent: usize) {
     }
 }
 
+fn level_ch(cfg: &VaeConfig, level: usize) -> usize {
+    cfg.ch * cfg.ch_mult[level]
+}
+
 pub struct VaeDecoder<'a> {
     pub config: VaeConfig,
     params: &'a dyn Params,
@@ -194,11 +180,11 @@ const PREFIX: &str = "first_stage_model.";
 
 /// ResnetBlock: norm1+SiLU → conv1 → norm2+SiLU → conv2, plus x (through nin_shortcut, a 1×1
 /// conv, when the channel count changes).
-fn resnet(gpu: &Gpu, s: Scope, x: &Tensor, out_ch: usize) -> Result<Tensor> {
+fn resnet(gpu: &Gpu, s: Scope, x: &Tensor, out_ch: usize, groups: usize) -> Result<Tensor> {
     let in_ch = x.shape()[1];
-    let h = group_norm(gpu, s.sub("norm1").scope(), x, GROUPS, EPS, true)?;
+    let h = group_norm(gpu, s.sub("norm1").scope(), x, groups, EPS, true)?;
     let h = conv(gpu, s.sub("conv1").scope(), &h, out_ch, 3, 1)?;
-    let h = group_norm(gpu, s.sub("norm2").scope(), &h, GROUPS, EPS, true)?;
+    let h = group_norm(gpu, s.sub("norm2").scope(), &h, groups, EPS, true)?;
     let h = conv(gpu, s.sub("conv2").scope(), &h, out_ch, 3, 1)?;
     let skip = if in_ch != out_ch { conv(gpu, s.sub("nin_shortcut").scope(), x, out_ch, 1, 1)? } else { x.clone() };
     ew::add(gpu, &skip, &h)
@@ -206,9 +192,9 @@ fn resnet(gpu: &Gpu, s: Scope, x: &Tensor, out_ch: usize) -> Result<Tensor> {
 
 /// Mid-block attention: one head over all H·W positions; q/k/v/proj_out are stored as [C, C, 1, 1]
 /// 1×1 convs and run as linears on tokens.
-fn attn(gpu: &Gpu, s: Scope, x: &Tensor) -> Result<Tensor> {
+fn attn(gpu: &Gpu, s: Scope, x: &Tensor, groups: usize) -> Result<Tensor> {
     let (c, h, w) = (x.shape()[1], x.shape()[2], x.shape()[3]);
-    let n = group_norm(gpu, s.sub("norm").scope(), x, GROUPS, EPS, false)?;
+    let n = group_norm(gpu, s.sub("norm").scope(), x, groups, EPS, false)?;
     let tokens = ew::nchw_to_tokens(gpu, &n)?; // [B, H·W, C]
     let proj = |name: &str, t: &Tensor| -> Result<Tensor> {
         let sub = s.sub(name);
@@ -227,8 +213,8 @@ fn attn(gpu: &Gpu, s: Scope, x: &Tensor) -> Result<Tensor> {
 
 impl<'a> VaeDecoder<'a> {
     pub fn new(config: VaeConfig, params: &'a dyn Params) -> Result<Self> {
-        if config.ch_mult.is_empty() || config.ch == 0 {
-            return Err(Error::Input("VAE config: empty ch_mult or zero channels".into()));
+        if config.ch_mult.is_empty() || config.ch == 0 || config.norm_num_groups == 0 {
+            return Err(Error::Input("VAE config: empty ch_mult, zero channels or zero norm groups".into()));
         }
         Ok(VaeDecoder { config, params })
     }
@@ -247,17 +233,17 @@ impl<'a> VaeDecoder<'a> {
         let z = conv(gpu, root.sub("post_quant_conv").scope(), &z, cfg.z_channels, 1, 1)?;
         let dec = root.sub("decoder");
         let d = dec.scope();
-        let top = cfg.ch_mult.len() - 1;
+        let (top, g) = (cfg.ch_mult.len() - 1, cfg.norm_num_groups);
         // [B, 512, 128, 128]
-        let mut h = conv(gpu, d.sub("conv_in").scope(), &z, cfg.level_ch(top), 3, 1)?;
-        h = resnet(gpu, d.sub("mid.block_1").scope(), &h, cfg.level_ch(top))?;
-        h = attn(gpu, d.sub("mid.attn_1").scope(), &h)?;
-        h = resnet(gpu, d.sub("mid.block_2").scope(), &h, cfg.level_ch(top))?;
+        let mut h = conv(gpu, d.sub("conv_in").scope(), &z, level_ch(cfg, top), 3, 1)?;
+        h = resnet(gpu, d.sub("mid.block_1").scope(), &h, level_ch(cfg, top), g)?;
+        h = attn(gpu, d.sub("mid.attn_1").scope(), &h, g)?;
+        h = resnet(gpu, d.sub("mid.block_2").scope(), &h, level_ch(cfg, top), g)?;
         // up.3 (lowest resolution) first; every level but 0 ends in a 2× upsample.
         for level in (0..=top).rev() {
-            let out_ch = cfg.level_ch(level);
+            let out_ch = level_ch(cfg, level);
             for j in 0..=cfg.num_res_blocks {
-                h = resnet(gpu, d.sub(&format!("up.{level}.block.{j}")).scope(), &h, out_ch)?;
+                h = resnet(gpu, d.sub(&format!("up.{level}.block.{j}")).scope(), &h, out_ch, g)?;
             }
             if level != 0 {
                 h = ew::upsample_nearest_2x(gpu, &h)?;
@@ -265,7 +251,7 @@ impl<'a> VaeDecoder<'a> {
             }
         }
         // [B, 128, 1024, 1024] → [B, 3, 1024, 1024]
-        h = group_norm(gpu, d.sub("norm_out").scope(), &h, GROUPS, EPS, true)?;
+        h = group_norm(gpu, d.sub("norm_out").scope(), &h, g, EPS, true)?;
         conv(gpu, d.sub("conv_out").scope(), &h, 3, 3, 1)
     }
 

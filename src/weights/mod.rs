@@ -19,6 +19,14 @@
 //! transposed, the decoder's up-block index reversed, linear attention weights seen as 1×1 convs).
 //! Model code therefore only ever asks for single-file names (full keys, prefix included).
 //!
+//! # Configuration
+//!
+//! Each component's configuration is inferred from its canonical shapes ([`config::infer`]),
+//! completed and checked by its diffusers `config.json` when the files come from a folder
+//! ([`ConfigFiles`], read by the native loader), else by documented fallbacks; the UNet's
+//! label_emb split is resolved once per model against text_encoder_2 ([`ModelConfig::assemble`]).
+//! The model code takes every number from the resulting [`ModelConfig`].
+//!
 //! # Streaming
 //!
 //! [`stream::Loader`] is a push state machine: feed it each file's bytes in order, in chunks of
@@ -41,19 +49,19 @@ pub mod stream;
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{
-    diffusers_files, inspect_path, load_path, load_path_dry, model_files, read_header, FileRanges, FileSource,
-    DEFAULT_CHUNK,
+    diffusers_configs, diffusers_files, inspect_path, load_path, load_path_dry, model_files, read_header, FileRanges,
+    FileSource, DEFAULT_CHUNK,
 };
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-pub use config::{ClipConfig, ComponentConfig, ModelConfig, UnetConfig, VaeConfig};
+pub use config::{ClipConfig, ComponentConfig, ConfigFile, ConfigFiles, ModelConfig, UnetConfig, VaeConfig};
 pub use safetensors::{Header, StoredDType, TensorEntry};
 pub use sink::{CpuSink, GpuSink, NullSink, Weights};
 pub use reload::{reload_to_gpu, RangeSource, Reloader};
-pub use stream::{load_sources, ChunkSource, DestTensor, Loaded, Loader, TensorSink};
+pub use stream::{feed, load_sources, ChunkSource, DestTensor, Loaded, Loader, TensorSink};
 
 use crate::{Error, Result};
 
@@ -139,6 +147,8 @@ pub struct PieceTarget {
 pub struct ComponentPlan {
     pub comp: Component,
     pub config: ComponentConfig,
+    /// The config.json that completed and checked `config`, if any.
+    pub config_file: Option<String>,
     pub tensors: Vec<(String, Vec<usize>)>,
     pub stored: BTreeSet<StoredDType>,
 }
@@ -176,8 +186,9 @@ fn same_shape(a: &[usize], b: &[usize]) -> bool {
     trim(a) == trim(b)
 }
 
-/// Map, infer, validate and plan one file from its header.
-pub fn plan_file(file: &str, role: FileRole, header: &Header) -> Result<FilePlan> {
+/// Map, infer, validate and plan one file from its header; `configs` are the diffusers
+/// config.json files of the components loaded from a folder (none for single files).
+pub fn plan_file(file: &str, role: FileRole, header: &Header, configs: &ConfigFiles) -> Result<FilePlan> {
     let routes: Vec<Option<Route>> = match role {
         FileRole::SingleFile { with_vae } => single_file::routes(file, header, with_vae)?,
         FileRole::Vae => single_file::vae_routes(file, header)?,
@@ -216,11 +227,18 @@ pub fn plan_file(file: &str, role: FileRole, header: &Header) -> Result<FilePlan
             .filter(|r| r.comp == c && r.elem_offset == 0)
             .map(|r| (r.name.clone(), r.shape.clone()))
             .collect();
-        let cfg = config::infer(file, c, &shapes)?;
+        let declared = configs.get(c);
+        let cfg = config::infer(file, c, &shapes, declared)?;
         let tensors = cfg.tensors(c);
         let names = tensors.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
         index.insert(c, (plans.len(), names));
-        plans.push(ComponentPlan { comp: c, config: cfg, tensors, stored: BTreeSet::new() });
+        plans.push(ComponentPlan {
+            comp: c,
+            config: cfg,
+            config_file: declared.map(|d| d.file.clone()),
+            tensors,
+            stored: BTreeSet::new(),
+        });
     }
     let mut covered: Vec<Vec<u64>> = plans.iter().map(|p| vec![0; p.tensors.len()]).collect();
     let mut pieces = Vec::with_capacity(header.tensors.len());
@@ -324,6 +342,9 @@ pub struct ComponentSummary {
     pub params: u64,
     pub dtype: String,
     pub file: String,
+    /// The config.json read with it (diffusers folders); absent: the `FALLBACK_*` values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
 }
 
 /// Combine per-file plans into the model's summary (checks each component appears once).
@@ -348,12 +369,18 @@ pub fn summarize(layout: &'static str, plans: &[FilePlan]) -> Result<Inspection>
         // infer() returns the matching kind for each component; an internal error otherwise.
         return Err(Error::Weights("internal: component configs of the wrong kind".into()));
     };
-    let config = ModelConfig { unet, vae, text_encoder: te, text_encoder_2: te2 };
-    config.check()?;
+    let unet_config_file = found[&Component::Unet].0.config_file.as_deref();
+    let config = ModelConfig::assemble(unet, vae, te, te2, unet_config_file)?;
     let components = found
         .iter()
         .map(|(c, (p, f))| {
-            (c.name(), ComponentSummary { params: p.params(), dtype: p.dtype_label(), file: f.to_string() })
+            let s = ComponentSummary {
+                params: p.params(),
+                dtype: p.dtype_label(),
+                file: f.to_string(),
+                config_file: p.config_file.clone(),
+            };
+            (c.name(), s)
         })
         .collect();
     Ok(Inspection { layout, components, config })

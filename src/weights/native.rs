@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::safetensors::{header_len, parse_header};
-use super::stream::{inspect_headers, load_sources};
-use super::{ChunkSource, Component, FileRole, Header, Inspection, Loaded, TensorSink};
+use super::stream::{feed, inspect_headers, Loader};
+use super::{ChunkSource, Component, ConfigFiles, FileRole, Header, Inspection, Loaded, TensorSink};
 use crate::gpu::DType;
 use crate::{Error, Result};
 
@@ -148,14 +148,29 @@ pub fn model_files(
     Ok((layout, files))
 }
 
-/// What `sdxl inspect` prints: headers only, no GPU, no data reads.
+/// The `config.json` beside each diffusers component file (`unet/config.json`, ...), for the
+/// components loaded from the folder (a `--vae` override has no config: it gets the fallbacks).
+/// A component without one is inferred from its weights alone, as in a single file.
+pub fn diffusers_configs(files: &[(PathBuf, FileRole)]) -> Result<ConfigFiles> {
+    let mut configs = ConfigFiles::default();
+    for (p, role) in files {
+        let FileRole::Diffusers(c) = role else { continue };
+        let Some(cfg) = p.parent().map(|d| d.join("config.json")).filter(|c| c.is_file()) else { continue };
+        let text = std::fs::read_to_string(&cfg).map_err(|e| io_err(&cfg, e))?;
+        configs.add(*c, cfg.display().to_string(), &text)?;
+    }
+    Ok(configs)
+}
+
+/// What `sdxl inspect` prints: headers and config.json files only, no GPU, no data reads.
 pub fn inspect_path(model: &Path, vae: Option<&Path>) -> Result<Inspection> {
     let (layout, files) = model_files(model, vae, DType::F16)?;
+    let configs = diffusers_configs(&files)?;
     let headers = files
         .into_iter()
         .map(|(p, r)| Ok((p.display().to_string(), r, read_header(&p)?)))
         .collect::<Result<Vec<_>>>()?;
-    inspect_headers(layout, &headers)
+    inspect_headers(layout, &headers, &configs)
 }
 
 /// Load a model from disk into `sink`, streaming `chunk` bytes at a time.
@@ -168,11 +183,12 @@ pub fn load_path<S: TensorSink>(
     progress: impl FnMut(u64),
 ) -> Result<Loaded<S>> {
     let (layout, files) = model_files(model, vae, target)?;
+    let configs = diffusers_configs(&files)?;
     let sources = files
         .iter()
         .map(|(p, r)| Ok((Box::new(FileSource::open(p)?) as Box<dyn ChunkSource>, *r)))
         .collect::<Result<Vec<_>>>()?;
-    load_sources(sink, target, layout, sources, chunk, progress)
+    feed(Loader::new(sink, target, layout).with_configs(configs), sources, chunk, progress)
 }
 
 /// Random access to a model's files (in `model_files` order) for reloading released components.
@@ -222,11 +238,12 @@ impl super::reload::RangeSource for FileRanges {
 /// through `sink` in the order a real load creates them, without reading a data byte.
 pub fn load_path_dry<S: TensorSink>(model: &Path, vae: Option<&Path>, mut sink: S, target: DType) -> Result<Loaded<S>> {
     let (layout, files) = model_files(model, vae, target)?;
+    let configs = diffusers_configs(&files)?;
     let mut plans = Vec::new();
     let mut tensors = Vec::new();
     for (p, role) in &files {
         let label = p.display().to_string();
-        let plan = super::plan_file(&label, *role, &read_header(p)?)?;
+        let plan = super::plan_file(&label, *role, &read_header(p)?, &configs)?;
         for cp in &plan.components {
             for (name, shape) in &cp.tensors {
                 let t = super::DestTensor { name: format!("{}{name}", cp.comp.prefix()), shape: shape.clone(), dtype: target };

@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 
 use super::safetensors::{header_len, parse_header};
-use super::{plan_file, summarize, Component, FilePlan, FileRole, Inspection, ModelConfig, StoredDType};
+use super::{plan_file, summarize, Component, ConfigFiles, FilePlan, FileRole, Inspection, ModelConfig, StoredDType};
 use crate::gpu::DType;
 use crate::{Error, Result};
 
@@ -103,6 +103,7 @@ pub struct Loader<S: TensorSink> {
     file: Option<FileState>,
     plans: Vec<FilePlan>,
     layout: &'static str,
+    configs: ConfigFiles,
     failed: bool,
     scratch: Vec<u8>,
 }
@@ -117,9 +118,17 @@ impl<S: TensorSink> Loader<S> {
             file: None,
             plans: Vec::new(),
             layout,
+            configs: ConfigFiles::default(),
             failed: false,
             scratch: Vec::new(),
         }
+    }
+
+    /// The config.json files of the components to come (a diffusers folder's): each component's
+    /// inferred config is completed by its file and refused when they disagree.
+    pub fn with_configs(mut self, configs: ConfigFiles) -> Self {
+        self.configs = configs;
+        self
     }
 
     fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
@@ -190,7 +199,7 @@ impl<S: TensorSink> Loader<S> {
                         f.pos += n as u64;
                         if buf.len() == *need {
                             let header = parse_header(&f.label, buf, f.len)?;
-                            let plan = plan_file(&f.label, f.role, &header)?;
+                            let plan = plan_file(&f.label, f.role, &header, &self.configs)?;
                             self.start_plan(&mut f, plan)?;
                             f.phase = Phase::Body;
                         }
@@ -452,9 +461,18 @@ pub fn load_sources<S: TensorSink>(
     layout: &'static str,
     files: Vec<(Box<dyn ChunkSource + '_>, FileRole)>,
     chunk: usize,
+    progress: impl FnMut(u64),
+) -> Result<Loaded<S>> {
+    feed(Loader::new(sink, target, layout), files, chunk, progress)
+}
+
+/// Stream whole sources through `loader` (see [`load_sources`]).
+pub fn feed<S: TensorSink>(
+    mut loader: Loader<S>,
+    files: Vec<(Box<dyn ChunkSource + '_>, FileRole)>,
+    chunk: usize,
     mut progress: impl FnMut(u64),
 ) -> Result<Loaded<S>> {
-    let mut loader = Loader::new(sink, target, layout);
     let mut buf = vec![0u8; chunk.max(1)];
     let mut total = 0u64;
     for (mut src, role) in files {
@@ -473,9 +491,13 @@ pub fn load_sources<S: TensorSink>(
     loader.finish()
 }
 
-/// Plan every file of a model from headers only (what `inspect` prints).
-pub fn inspect_headers(layout: &'static str, files: &[(String, FileRole, super::Header)]) -> Result<Inspection> {
-    let plans = files.iter().map(|(l, r, h)| plan_file(l, *r, h)).collect::<Result<Vec<_>>>()?;
+/// Plan every file of a model from headers (and config.json files) only: what `inspect` prints.
+pub fn inspect_headers(
+    layout: &'static str,
+    files: &[(String, FileRole, super::Header)],
+    configs: &ConfigFiles,
+) -> Result<Inspection> {
+    let plans = files.iter().map(|(l, r, h)| plan_file(l, *r, h, configs)).collect::<Result<Vec<_>>>()?;
     summarize(layout, &plans)
 }
 
