@@ -142,7 +142,7 @@ impl std::str::FromStr for MemSize {
 
 impl std::fmt::Display for MemSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2} GiB", self.0 as f64 / (1u64 << 30) as f64)
+        f.write_str(&fmt_bytes(self.0))
     }
 }
 
@@ -689,17 +689,26 @@ pub async fn plan(gpu: &Gpu, model: &Model, s: &Settings) -> Result<MemoryPlan> 
         }
     }
     let b = best.ok_or_else(|| Error::Input("no memory plan to try".into()))?;
-    let gib = |x: u64| x as f64 / (1u64 << 30) as f64;
+    let text_part = if b.text_encoders == TextEncoders::Streamed { " with the text encoders streamed" } else { "" };
+    let weights = unet_vae + if b.text_encoders == TextEncoders::Resident { text } else { 0 };
     Err(Error::Input(format!(
-        "{}x{} does not fit the GPU memory budget: it needs at least {:.2} GiB (weights {:.2} GiB{}, {}), but the budget is {:.2} GiB; raise --gpu-memory (web setting gpu_memory) if the GPU has more, or choose a smaller size",
+        "{}x{} does not fit the GPU memory budget: it needs at least {} (weights {}{text_part}, {}), but the budget is {}; raise --gpu-memory (web setting gpu_memory) if the GPU has more, or choose a smaller size",
         s.width,
         s.height,
-        gib(b.predicted_peak_gpu_bytes),
-        gib(unet_vae + if b.text_encoders == TextEncoders::Resident { text } else { 0 }),
-        if b.text_encoders == TextEncoders::Streamed { " with the text encoders streamed" } else { "" },
+        fmt_bytes(b.predicted_peak_gpu_bytes),
+        fmt_bytes(weights),
         if b.vae_tile > 0 { format!("VAE in {} px tiles", b.vae_tile) } else { "VAE whole".into() },
-        gib(budget)
+        fmt_bytes(budget)
     )))
+}
+
+/// Bytes for messages: GiB with two decimals from 1 GiB, else MiB.
+pub fn fmt_bytes(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    }
 }
 
 /// Prompt → image, with the intermediate tensors in `Output::dump` when `dump`. Plans the memory

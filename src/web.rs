@@ -229,6 +229,18 @@ impl Engine {
         Ok(inspection)
     }
 
+    /// The memory plan `generate` would use for `settings` (JSON [`Settings`]), as JSON: text
+    /// encoders resident or streamed, VAE whole or tiled, and the predicted peak
+    /// (`predicted_peak_gpu_bytes`), from dry runs only (nothing is computed or allocated). Rejects
+    /// with a clear message when nothing fits the `gpu_memory` budget.
+    pub async fn plan(&self, settings: String) -> Result<String, JsError> {
+        let s = Settings::from_json(&settings).map_err(js_err)?;
+        let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
+        model.check_size(&self.gpu, s.width, s.height).map_err(js_err)?;
+        let p = crate::pipeline::plan(&self.gpu, &model, &s).await.map_err(js_err)?;
+        Ok(serde_json::to_string(&p).unwrap_or_default())
+    }
+
     /// Prompt → PNG. `settings` is a JSON [`Settings`] object; `on_step` gets each step's preview
     /// and returns false to cancel (the promise then rejects with "cancelled"); `dump` keeps the
     /// intermediate tensors in [`Image::dump`].

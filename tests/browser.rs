@@ -25,6 +25,9 @@ const MAX_MEAN_DIFF: f64 = 1.0;
 /// The generation both sides run (tiny fixture model; CFG on, with a negative prompt).
 const PROMPT: &str = "1girl, (silver hair:1.2), looking at viewer";
 const NEGATIVE: &str = "lowres, bad hands";
+/// Prompts of the memory-planner part of the stage-by-stage test (new prompts force encoding).
+const PROMPT2: &str = "1boy, solo, red eyes";
+const PROMPT3: &str = "2girls, smile, outdoors";
 const SEED: &str = "1234";
 const STEPS: &str = "4";
 /// Library test, browser vs CLI stage by stage (both f32 path): text embeddings absolute, the
@@ -364,10 +367,22 @@ fn library_matches_the_cli_stage_by_stage() {
             "dpmpp_2m",
         ])
         .args(["--output", dir.join("cli.png").to_str().unwrap(), "--dump", dir.to_str().unwrap()])
+        // The browser plans to the same budget and decodes with the same (explicit) VAE tiles.
+        .args(["--gpu-memory", "6G", "--vae-tile", "32", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out.stderr));
     let cli = std::fs::read(dir.join("dump.safetensors")).unwrap();
+    let cli_report: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    // The third browser generation (text encoders streamed back over Range requests) against the
+    // CLI with everything resident: streaming must not change the image.
+    let out3 = Command::new(env!("CARGO_BIN_EXE_sdxl"))
+        .args(["--f32", "generate", "--model", model.to_str().unwrap(), "--prompt", PROMPT3, "--negative", NEGATIVE])
+        .args(["--width", "128", "--height", "128", "--steps", "2", "--seed", "5"])
+        .args(["--output", dir.join("cli3.png").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out3.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out3.stderr));
 
     let b = Browser::start(&[]);
     b.visit("?");
@@ -379,32 +394,80 @@ fn library_matches_the_cli_stage_by_stage() {
         Some(&json!({"script": PAGE_TIMEOUT.as_millis() as u64})),
     );
     let settings = json!({"prompt": PROMPT, "negative": NEGATIVE, "width": 64, "height": 72, "steps": 3, "cfg": 6,
-                          "seed": 99, "sampler": "dpmpp_2m"});
+                          "seed": 99, "sampler": "dpmpp_2m", "gpu_memory": "6G", "vae_tile": 32});
     let script = format!(
         r#"const done = arguments[arguments.length - 1];
 (async () => {{
   const m = await import("/pkg/sdxl_web.js");
   await m.default();
   const e = await m.Engine.create(true);
-  const r = await fetch("/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
+  const url = "/fixtures/tiny-sdxl/tiny-sdxl.safetensors";
+  const r = await fetch(url);
   const rd = r.body.getReader();
   const size = Number(r.headers.get("content-length"));
-  let seen = 0;
-  await e.load("tiny-sdxl", size, async () => (await rd.read()).value, (n, total) => {{ seen = n; if (total !== size) throw new Error("total " + total); }});
+  let seen = 0, ranges = 0;
+  const readRange = async (a, b) => {{
+    ranges++;
+    const res = await fetch(url, {{ headers: {{ Range: `bytes=${{a}}-${{b - 1}}` }} }});
+    if (res.status !== 206) throw new Error("Range answered " + res.status);
+    return new Uint8Array(await res.arrayBuffer());
+  }};
+  await e.load("tiny-sdxl", size, async () => (await rd.read()).value, (n, total) => {{ seen = n; if (total !== size) throw new Error("total " + total); }}, readRange);
   if (seen !== size) throw new Error("progress ended at " + seen + " of " + size);
+  const b64 = (d) => {{
+    let s = "";
+    for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));
+    return btoa(s);
+  }};
   const img = await e.generate({settings}, () => true, true);
-  const d = img.dump;
-  let s = "";
-  for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));
-  done(btoa(s));
+  // Tighten the budget for a new prompt until the planner streams the text encoders.
+  const s2 = {{ prompt: {p2}, negative: {neg}, width: 128, height: 128, steps: 2, seed: 5, gpu_memory: 64 * 2 ** 30 }};
+  for (;;) {{
+    const p = JSON.parse(await e.plan(JSON.stringify(s2)));
+    if (p.text_encoders === "streamed") break;
+    s2.gpu_memory = p.predicted_peak_gpu_bytes - 1;
+  }}
+  const img2 = await e.generate(JSON.stringify(s2), () => true, false);
+  // Released after that run: this prompt streams them back through readRange.
+  const img3 = await e.generate(JSON.stringify({{ ...s2, prompt: {p3} }}), () => true, false);
+  done(JSON.stringify({{ dump: b64(img.dump), report: JSON.parse(img.report), report2: JSON.parse(img2.report),
+                        report3: JSON.parse(img3.report), png3: b64(img3.png), ranges, budget: s2.gpu_memory }}));
 }})().catch((e) => done("ERR " + (e.message || e)));"#,
-        settings = serde_json::to_string(&settings.to_string()).unwrap()
+        settings = serde_json::to_string(&settings.to_string()).unwrap(),
+        p2 = serde_json::to_string(PROMPT2).unwrap(),
+        p3 = serde_json::to_string(PROMPT3).unwrap(),
+        neg = serde_json::to_string(NEGATIVE).unwrap(),
     );
     let r =
         http(b.drv, "POST", &format!("/session/{}/execute/async", b.id), Some(&json!({"script": script, "args": []})));
     let v = r["value"].as_str().unwrap_or_else(|| panic!("no result from the page: {r}")).to_string();
     assert!(!v.starts_with("ERR"), "the page failed: {v}");
-    let web = b64decode(&v);
+    let page: Value = serde_json::from_str(&v).expect("the page's JSON");
+    let web = b64decode(page["dump"].as_str().unwrap());
+
+    // The browser plans with the same code: the same plan, and the same peak to the byte.
+    let (wr, cr) = (&page["report"], &cli_report);
+    eprintln!("browser report: {wr}\ncli report: {cr}");
+    for k in ["peak_gpu_bytes", "plan", "width", "height", "steps", "seed"] {
+        assert_eq!(wr[k], cr[k], "report field {k}: browser vs CLI");
+    }
+    for st in ["text", "unet", "vae"] {
+        assert_eq!(wr["stages"][st]["peak_gpu_bytes"], cr["stages"][st]["peak_gpu_bytes"], "stage {st}");
+    }
+    assert_eq!(wr["plan"]["vae_tile"], 32);
+    assert_eq!(wr["plan"]["gpu_memory"], 6u64 << 30);
+    let (r2, r3) = (&page["report2"], &page["report3"]);
+    eprintln!("streamed: {r2}\nreloaded: {r3}; {} range reads", page["ranges"]);
+    assert_eq!(r2["plan"]["text_encoders"], "streamed");
+    assert_eq!(r3["text_encoders_reloaded"], true, "a new prompt streams the text encoders back");
+    assert!(page["ranges"].as_u64().unwrap() > 0);
+    assert!(r3["peak_gpu_bytes"].as_u64() <= page["budget"].as_u64(), "over the budget");
+    let (web3, w3, h3, _) = decode_png(&b64decode(page["png3"].as_str().unwrap()));
+    let (cli3, cw, ch, _) = decode_png(&std::fs::read(dir.join("cli3.png")).unwrap());
+    assert_eq!((w3, h3), (cw, ch));
+    let mean = web3.iter().zip(&cli3).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / cli3.len() as f64;
+    eprintln!("streamed-back text encoders in the browser vs the CLI: mean {mean:.4}/255");
+    assert!(mean <= MAX_MEAN_DIFF, "browser (streamed text encoders) vs CLI: mean {mean}");
 
     let (web, cli) =
         (safetensors::SafeTensors::deserialize(&web).unwrap(), safetensors::SafeTensors::deserialize(&cli).unwrap());

@@ -39,6 +39,9 @@ fn bad_arguments_exit_2_with_a_clear_message() {
     bad(&["--cfg", "nan"], &["CFG"]);
     bad(&["--sampler", "ddim", "--karras"], &["ddim", "Karras"]);
     bad(&["--rating", "safe"], &["safe", "questionable"]);
+    bad(&["--gpu-memory", "8X"], &["8X", "unknown unit"]);
+    bad(&["--vae-tile-overlap", "1.5"], &["overlap 1.5"]);
+    bad(&["--vae-tile", "20"], &["VAE tile 20"]);
     let out = sdxl(&["generate", "--model", "/nonexistent/model.safetensors", "--prompt", "cat"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -99,6 +102,55 @@ fn generate_writes_png_with_parameters_and_dump() {
         ("final_latents", vec![1, 4, 9, 8]),
     ] {
         assert_eq!(st.tensor(name).expect(name).shape(), shape.as_slice(), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run_json(extra: &[&str]) -> serde_json::Value {
+    let m = model();
+    let mut args = vec!["--f32", "generate", "--model", m.to_str().unwrap(), "--prompt", "1girl, solo", "--negative", ""];
+    args.extend_from_slice(&["--width", "64", "--height", "64", "--steps", "2", "--seed", "3", "--json"]);
+    args.extend_from_slice(extra);
+    let out = sdxl(&args);
+    assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{extra:?}: stdout is not one JSON object ({e})"))
+}
+
+/// `--json` prints one report on stdout; `--dry-run` reads only headers, computes nothing, writes
+/// no image and reports the same peak as the real run (the proof that dry runs measure).
+#[test]
+fn json_report_and_dry_run_agree() {
+    let dir = std::env::temp_dir().join(format!("sdxl-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("real.png");
+    let real = run_json(&["--output", png.to_str().unwrap()]);
+    let dry_png = dir.join("dry.png");
+    let dry = run_json(&["--dry-run", "--output", dry_png.to_str().unwrap()]);
+    assert!(png.exists() && !dry_png.exists(), "a dry run writes no image");
+    assert_eq!(real["output"], png.to_str().unwrap());
+    assert_eq!((real["dry_run"].as_bool(), dry["dry_run"].as_bool()), (Some(false), Some(true)));
+    let peak = real["peak_gpu_bytes"].as_u64().expect("peak_gpu_bytes");
+    assert!(peak > 0);
+    assert_eq!(dry["peak_gpu_bytes"].as_u64(), Some(peak), "dry {dry}\nreal {real}");
+    for st in ["text", "unet", "vae"] {
+        assert_eq!(dry["stages"][st]["peak_gpu_bytes"], real["stages"][st]["peak_gpu_bytes"], "{st}");
+        assert!(real["stages"][st]["seconds"].as_f64().unwrap() > 0.0, "{st}");
+    }
+    for k in ["width", "height", "steps", "seed"] {
+        assert_eq!(real[k], dry[k], "{k}");
+    }
+    assert_eq!((real["width"].as_u64(), real["steps"].as_u64(), real["seed"].as_u64()), (Some(64), Some(2), Some(3)));
+    assert_eq!(real["plan"]["gpu_memory"].as_u64(), Some(15 << 29), "default budget 7.5 GiB");
+    assert_eq!(real["plan"]["text_encoders"], "resident");
+    assert_eq!(real["plan"]["predicted_peak_gpu_bytes"].as_u64(), Some(peak));
+
+    // A budget nothing fits: exit 2 before any work, naming the size, the need and the budget.
+    let m = model();
+    let out = sdxl(&["generate", "--model", m.to_str().unwrap(), "--prompt", "x", "--width", "64", "--height", "64", "--gpu-memory", "2M"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for w in ["64x64 does not fit", "needs at least", "budget is 2.0 MiB"] {
+        assert!(err.contains(w), "{w:?} not in {err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

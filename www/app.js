@@ -111,8 +111,17 @@ function fillForm(model, s) {
   $("rating").value = s.rating;
   $("clip-skip").value = String(s.clip_skip);
   $("v-prediction").checked = s.v_prediction;
+  setSelect("gpu-memory", s.gpu_memory);
+  setSelect("vae-tile", String(s.vae_tile));
   $("seed").value = String(s.seed);
   syncDependent();
+}
+
+/** Select `value`, adding it as an option first when the list lacks it (a URL parameter). */
+function setSelect(id, value) {
+  const sel = $(id);
+  if (![...sel.options].some((o) => o.value === value)) sel.append(el("option", { value, textContent: value }));
+  sel.value = value;
 }
 
 function syncDependent() {
@@ -143,6 +152,9 @@ function readForm() {
     rating: $("rating").value,
     clip_skip: num("clip-skip"),
     v_prediction: $("v-prediction").checked,
+    gpu_memory: $("gpu-memory").value,
+    vae_tile: Number($("vae-tile").value),
+    vae_tile_overlap: 0.25,
   };
 }
 
@@ -405,6 +417,19 @@ function el(tag, props = {}, ...children) {
   return e;
 }
 
+/** One line on the run's GPU memory: peak, budget and what the planner did to fit it. */
+function memoryLine(r) {
+  if (!r) return "";
+  const gib = (b) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const p = r.plan;
+  const how = [
+    p.text_encoders === "streamed" ? (r.text_encoders_reloaded ? "text encoders streamed back" : "text encoders released") : null,
+    r.conditioning_cached ? "prompt cached" : null,
+    p.vae_tile ? `VAE in ${p.vae_tile} px tiles` : null,
+  ].filter(Boolean);
+  return `GPU memory peak ${gib(r.peak_gpu_bytes)} of ${gib(p.gpu_memory)}${how.length ? ` · ${how.join(" · ")}` : ""}`;
+}
+
 function showResult(msg, settings, href) {
   const w = msg.width;
   const h = msg.height;
@@ -435,6 +460,7 @@ function showResult(msg, settings, href) {
       "figcaption",
       {},
       el("div", { class: "muted" }, `seed ${msg.seed} · ${w}×${h} · ${(msg.ms / 1000).toFixed(1)} s`),
+      el("div", { class: "muted memory" }, memoryLine(msg.report)),
       el(
         "div",
         { class: "links" },

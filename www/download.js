@@ -815,3 +815,48 @@ export function directoryStore(dir) {
     },
   };
 }
+
+/**
+ * `readRange(start, end)` for `Engine.load`: reads bytes [start, end) of a loaded model again, so
+ * the engine may release the text encoders during sampling and stream them back for a new prompt.
+ * A `File` is sliced; a URL is read from the cache when stored there completely, else with a
+ * Range request. Each call opens and closes what it reads (an OPFS handle is exclusive).
+ */
+export function rangeReader(source, { store = null, fetchImpl = globalThis.fetch } = {}) {
+  if (source.kind === "file") {
+    const file = source.file;
+    return async (start, end) => {
+      const b = new Uint8Array(await file.slice(start, end).arrayBuffer());
+      if (b.length !== end - start) throw new Error(`${file.name || "the file"} changed: bytes ${start}..${end} are missing`);
+      return b;
+    };
+  }
+  const url = String(source.url);
+  const key = cacheKey(url);
+  return async (start, end) => {
+    const meta = store ? await store.getMeta(key) : null;
+    if (meta && meta.url === url && meta.complete) {
+      const h = await store.open(key);
+      try {
+        const b = await h.read(start, end - start);
+        if (b.length !== end - start) throw new Error(`the cached copy of ${meta.name} ends before byte ${end}`);
+        return b;
+      } finally {
+        await h.close();
+      }
+    }
+    let res;
+    try {
+      res = await fetchImpl(url, { headers: { Range: `bytes=${start}-${end - 1}` }, cache: "no-store" });
+    } catch (e) {
+      throw new Error(`could not reach ${url}: ${reasonOf(e)}`);
+    }
+    if (res.status !== 206) {
+      await cancelBody(res);
+      throw new Error(`${url} answered a Range request with HTTP ${res.status}: the server must support Range requests to reload the text encoders`);
+    }
+    const b = new Uint8Array(await res.arrayBuffer());
+    if (b.length !== end - start) throw new Error(`${url}: asked for ${end - start} bytes at ${start}, got ${b.length}`);
+    return b;
+  };
+}

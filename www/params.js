@@ -37,6 +37,9 @@ export const DEFAULTS = Object.freeze({
     rating: "none",
     clip_skip: 0,
     v_prediction: false,
+    gpu_memory: "7.5G",
+    vae_tile: 0,
+    vae_tile_overlap: 0.25,
   }),
 });
 
@@ -62,6 +65,8 @@ const RULES = {
   sampler: `one of ${SAMPLERS.join(", ")}`,
   rating: `one of ${RATINGS.join(", ")}`,
   clip_skip: `an integer from 0 to ${LIMITS.clipSkipMax}`,
+  gpu_memory: "a size like 7.5G, 12G or 6144M",
+  vae_tile: "0 (automatic) or a multiple of 8 from 64 px",
 };
 
 const okSide = (v) => isInt(v) && v % LIMITS.sideMultiple === 0 && v >= LIMITS.sideMin && v <= LIMITS.sideMax;
@@ -74,6 +79,8 @@ const CHECKS = {
   sampler: (v) => SAMPLERS.includes(v),
   rating: (v) => RATINGS.includes(v),
   clip_skip: (v) => isInt(v) && v >= 0 && v <= LIMITS.clipSkipMax,
+  gpu_memory: (v) => typeof v === "string" && /^\s*\d+(\.\d+)?\s*(k|m|g|t)?(i?b)?\s*$/i.test(v) && parseFloat(v) > 0,
+  vae_tile: (v) => isInt(v) && (v === 0 || (v >= 64 && v % 8 === 0)),
 };
 
 /** Every problem with a Settings object, as user-facing sentences; [] when it is valid. */
@@ -106,6 +113,8 @@ const PARAMS = [
   ["sampler", "sampler", (v) => v],
   ["rating", "rating", (v) => v],
   ["clip_skip", "clip_skip", parseInt10],
+  ["gpu_memory", "gpu_memory", (v) => v],
+  ["vae_tile", "vae_tile", parseInt10],
 ];
 const FLAG_RULE = "1 or 0";
 
@@ -177,5 +186,7 @@ export function toQuery(model, settings) {
   if (settings.rating && settings.rating !== "none") q.set("rating", settings.rating);
   if (settings.clip_skip) q.set("clip_skip", String(settings.clip_skip));
   if (settings.v_prediction) q.set("v_prediction", "1");
+  if (settings.gpu_memory && settings.gpu_memory !== DEFAULTS.settings.gpu_memory) q.set("gpu_memory", settings.gpu_memory);
+  if (settings.vae_tile) q.set("vae_tile", String(settings.vae_tile));
   return q.toString();
 }

@@ -4,7 +4,8 @@
 // Settings (the generation settings; field names of the Rust `pipeline::Settings`):
 //   {prompt: string, negative: string|null, width, height, steps, cfg, seed,
 //    sampler: "euler"|"euler_a"|"dpmpp_2m"|"ddim", karras: bool,
-//    rating: "none"|"sensitive"|"questionable"|"explicit", clip_skip: number, v_prediction: bool}
+//    rating: "none"|"sensitive"|"questionable"|"explicit", clip_skip: number, v_prediction: bool,
+//    gpu_memory: "7.5G"|bytes, vae_tile: px (0 = automatic), vae_tile_overlap}
 //   negative null = no negative prompt (zero conditioning); "" = the empty string encoded.
 //
 // Page -> worker:
@@ -26,7 +27,8 @@
 //       source "network" | "cache" | "file"; inspection = `sdxl inspect --json`'s object;
 //       wasmMemory = the wasm memory's size in bytes after the load
 //   {type: "step", id, step, total, preview: {width, height, rgba: Uint8ClampedArray}}
-//   {type: "result", id, png: Uint8Array, parameters: string, seed, width, height, ms}
+//   {type: "result", id, png: Uint8Array, parameters: string, seed, width, height, ms, report}
+//       report = `sdxl generate --json`'s object: peak_gpu_bytes, stages, plan, ...
 //   {type: "cancelled", id}                        id null when a load was cancelled
 //   {type: "cache", entries: [{key, url, name, size, stored, complete}]}
 //   {type: "error", message: string, during: "init"|"load"|"generate"|"cache"|"protocol",
@@ -48,7 +50,7 @@ export const TO_PAGE = {
   loadProgress: ["loaded", "total", "rate", "eta", "phase"],
   loaded: ["name", "source", "inspection", "wasmMemory"],
   step: ["id", "step", "total", "preview"],
-  result: ["id", "png", "parameters", "seed", "width", "height", "ms"],
+  result: ["id", "png", "parameters", "seed", "width", "height", "ms", "report"],
   cancelled: ["id"],
   cache: ["entries"],
   error: ["message", "during", "deviceLost"],

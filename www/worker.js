@@ -3,7 +3,7 @@
 // or between denoising steps.
 import init, { Engine } from "./pkg/sdxl_web.js";
 import { check, TO_WORKER } from "./protocol.js";
-import { openUrl, openFile, listCached, deleteCached, opfsStore } from "./download.js";
+import { openUrl, openFile, listCached, deleteCached, opfsStore, rangeReader } from "./download.js";
 
 let engine = null;
 let store = null;
@@ -42,7 +42,9 @@ async function load(source) {
     } else {
       throw new Error(`unknown model source kind ${JSON.stringify(source.kind)}`);
     }
-    const inspection = JSON.parse(await engine.load(file.name, file.size ?? undefined, file.read));
+    // readRange lets the engine release the text encoders and stream them back (cache/File/Range).
+    const readRange = rangeReader(source, { store: await getStore() });
+    const inspection = JSON.parse(await engine.load(file.name, file.size ?? undefined, file.read, undefined, readRange));
     post({ type: "loaded", name: file.name, source: file.source, inspection, wasmMemory: Engine.wasmMemory() });
   } catch (e) {
     if (job.cancelled) post({ type: "cancelled", id: null });
@@ -66,7 +68,10 @@ async function generate(id, settings) {
     const img = await engine.generate(JSON.stringify(settings), onStep);
     const png = img.png;
     post(
-      { type: "result", id, png, parameters: img.parameters, seed: img.seed, width: img.width, height: img.height, ms: performance.now() - t0 },
+      {
+        type: "result", id, png, parameters: img.parameters, seed: img.seed, width: img.width, height: img.height,
+        ms: performance.now() - t0, report: JSON.parse(img.report),
+      },
       [png.buffer],
     );
     img.free();

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  openUrl, openFile, listCached, deleteCached, memoryStore, cacheKey, modelName,
+  openUrl, openFile, listCached, deleteCached, memoryStore, cacheKey, modelName, rangeReader,
 } from "../download.js";
 
 const URL1 = "https://example.test/models/tiny%20model.safetensors";
@@ -372,4 +372,36 @@ test("close() before the end cancels the network stream and keeps the partial", 
   assert.equal(e.complete, false);
   assert.ok(e.stored >= 2000);
   assert.equal(await r.read(), undefined);
+});
+
+test("rangeReader reads ranges again: from the cache, by Range request, from a File", async () => {
+  const data = makeBytes(5000, 7);
+  const { fetchImpl } = server(data);
+  const store = memoryStore();
+  const r = await openUrl(URL1, { store, fetchImpl, estimate: plenty, chunk: 1024 });
+  await readAll(r);
+  await r.close();
+  const noNetwork = async () => {
+    throw new TypeError("Failed to fetch");
+  };
+  const cached = rangeReader({ kind: "url", url: URL1 }, { store, fetchImpl: noNetwork });
+  assert.deepEqual(await cached(100, 1300), data.subarray(100, 1300));
+
+  const ranged = [];
+  const rangeFetch = async (url, init) => {
+    const m = /^bytes=(\d+)-(\d+)$/.exec(new Headers(init.headers).get("range"));
+    ranged.push(m[0]);
+    return new Response(data.slice(Number(m[1]), Number(m[2]) + 1), { status: 206 });
+  };
+  const net = rangeReader({ kind: "url", url: URL1 }, { store: null, fetchImpl: rangeFetch });
+  assert.deepEqual(await net(10, 20), data.subarray(10, 20));
+  assert.deepEqual(ranged, ["bytes=10-19"]);
+  const ignoring = rangeReader({ kind: "url", url: URL1 }, { fetchImpl: async () => new Response(data, { status: 200 }) });
+  await assert.rejects(ignoring(0, 10), /Range request with HTTP 200/);
+
+  const file = new Blob([data]);
+  file.name = "m.safetensors";
+  const fr = rangeReader({ kind: "file", file });
+  assert.deepEqual(await fr(4990, 5000), data.subarray(4990, 5000));
+  await assert.rejects(fr(4990, 5010), /bytes 4990..5010 are missing/);
 });

@@ -16,6 +16,7 @@ test("defaults", () => {
   assert.deepEqual(p.settings, {
     prompt: "", negative: null, width: 1024, height: 1024, steps: 25, cfg: 7, seed: 0,
     sampler: "euler_a", karras: false, rating: "none", clip_skip: 0, v_prediction: false,
+    gpu_memory: "7.5G", vae_tile: 0, vae_tile_overlap: 0.25,
   });
   assert.deepEqual(validateSettings(p.settings), []);
   assert.match(DEFAULTS.model, /^https:\/\/huggingface\.co\/trojblue\/.*nekoray-xl-1\.5m-fp16mixed_e02\.safetensors$/);
@@ -36,6 +37,7 @@ test("every parameter is read", () => {
   assert.deepEqual(p.settings, {
     prompt: "a cat, 1girl", negative: "lowres", width: 832, height: 1216, steps: 30, cfg: 5.5, seed: 42,
     sampler: "ddim", karras: false, rating: "sensitive", clip_skip: 1, v_prediction: true,
+    gpu_memory: "7.5G", vae_tile: 0, vae_tile_overlap: 0.25,
   });
   const k = parseParams("sampler=dpmpp_2m&karras=1&seed=9007199254740991", BASE);
   assert.deepEqual(k.errors, []);
@@ -82,6 +84,8 @@ test("each invalid value gives an error naming the parameter and the rule", () =
     ["sampler=foo", /sampler=foo: sampler must be one of euler, euler_a, dpmpp_2m, ddim/],
     ["rating=bad", /rating=bad: rating must be one of none, sensitive, questionable, explicit/],
     ["clip_skip=11", /clip_skip=11: clip_skip must be an integer from 0 to 10/],
+    ["gpu_memory=lots", /gpu_memory=lots: gpu_memory must be a size like 7.5G/],
+    ["vae_tile=30", /vae_tile=30: vae_tile must be 0 \(automatic\) or a multiple of 8 from 64 px/],
     ["karras=maybe", /karras=maybe/],
     ["sampler=ddim&karras=1", /Karras.*ddim/],
     ["model=http://[bad", /model=/],
@@ -117,6 +121,7 @@ test("toQuery round-trips", () => {
     ["https://h.test/m.safetensors", {
       prompt: "x", negative: "lowres, bad", width: 64, height: 64, steps: 3, cfg: 0, seed: 123,
       sampler: "dpmpp_2m", karras: true, rating: "explicit", clip_skip: 2, v_prediction: true,
+      gpu_memory: "12G", vae_tile: 512, vae_tile_overlap: 0.25,
     }],
   ];
   for (const [model, settings] of all) {

@@ -24,7 +24,7 @@ const toPage = [
   { type: "loadProgress", loaded: 1, total: null, rate: 0, eta: null, phase: "download" },
   { type: "loaded", name: "m", source: "cache", inspection: {}, wasmMemory: 1 << 20 },
   { type: "step", id: 1, step: 1, total: 25, preview: { width: 8, height: 8, rgba: new Uint8ClampedArray(256) } },
-  { type: "result", id: 1, png: new Uint8Array(8), parameters: "a cat", seed: 1, width: 64, height: 64, ms: 10 },
+  { type: "result", id: 1, png: new Uint8Array(8), parameters: "a cat", seed: 1, width: 64, height: 64, ms: 10, report: {} },
   { type: "cancelled", id: null },
   { type: "cache", entries: [] },
   { type: "error", message: "boom", during: "load", deviceLost: false },
