@@ -131,7 +131,8 @@ impl std::str::FromStr for MemSize {
             "t" | "tb" | "tib" => 40,
             _ => return Err(format!("memory size '{text}': unknown unit '{unit}' (use e.g. 7.5G, 512M, 24GiB)")),
         };
-        let v: f64 = num.parse().map_err(|_| format!("memory size '{text}': '{num}' is not a number (use e.g. 7.5G)"))?;
+        let v: f64 =
+            num.parse().map_err(|_| format!("memory size '{text}': '{num}' is not a number (use e.g. 7.5G)"))?;
         let bytes = v * (1u64 << shift) as f64;
         if !bytes.is_finite() || bytes < (1u64 << 20) as f64 || bytes > (1u64 << 50) as f64 {
             return Err(format!("memory size '{text}': must be from 1M to 1024T"));
@@ -317,7 +318,8 @@ pub struct Model {
     pub vae: VaeConfig,
     pub clip_l: ClipText,
     pub clip_g: ClipText,
-    pub tokenizers: SdxlTokenizers,
+    /// Shared with the planner's dry copies (building them parses the BPE merges).
+    pub tokenizers: std::rc::Rc<SdxlTokenizers>,
 }
 
 fn weight_bytes(w: &Weights) -> u64 {
@@ -347,7 +349,7 @@ impl Model {
             vae: config.vae.clone(),
             clip_l,
             clip_g,
-            tokenizers: SdxlTokenizers::new()?,
+            tokenizers: std::rc::Rc::new(SdxlTokenizers::new()?),
         })
     }
 
@@ -407,7 +409,7 @@ impl Model {
             vae: self.vae.clone(),
             clip_l: ClipText::new(self.clip_l.cfg.clone())?,
             clip_g: ClipText::new(self.clip_g.cfg.clone())?,
-            tokenizers: SdxlTokenizers::new()?,
+            tokenizers: self.tokenizers.clone(),
         })
     }
 
@@ -650,7 +652,8 @@ pub async fn plan(gpu: &Gpu, model: &Model, s: &Settings) -> Result<MemoryPlan> 
         let long = s.width.max(s.height);
         std::iter::once(0)
             .chain(VAE_TILE_CANDIDATES.iter().copied().filter(|&t| {
-                t < long && check_tiling(&model.vae, lh, lw, VaeTiling { tile_px: t, overlap: s.vae_tile_overlap }).is_ok()
+                t < long
+                    && check_tiling(&model.vae, lh, lw, VaeTiling { tile_px: t, overlap: s.vae_tile_overlap }).is_ok()
             }))
             .collect()
     };

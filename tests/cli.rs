@@ -108,7 +108,8 @@ fn generate_writes_png_with_parameters_and_dump() {
 
 fn run_json(extra: &[&str]) -> serde_json::Value {
     let m = model();
-    let mut args = vec!["--f32", "generate", "--model", m.to_str().unwrap(), "--prompt", "1girl, solo", "--negative", ""];
+    let mut args =
+        vec!["--f32", "generate", "--model", m.to_str().unwrap(), "--prompt", "1girl, solo", "--negative", ""];
     args.extend_from_slice(&["--width", "64", "--height", "64", "--steps", "2", "--seed", "3", "--json"]);
     args.extend_from_slice(extra);
     let out = sdxl(&args);
@@ -146,7 +147,19 @@ fn json_report_and_dry_run_agree() {
 
     // A budget nothing fits: exit 2 before any work, naming the size, the need and the budget.
     let m = model();
-    let out = sdxl(&["generate", "--model", m.to_str().unwrap(), "--prompt", "x", "--width", "64", "--height", "64", "--gpu-memory", "2M"]);
+    let out = sdxl(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--gpu-memory",
+        "2M",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     for w in ["64x64 does not fit", "needs at least", "budget is 2.0 MiB"] {

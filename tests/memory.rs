@@ -151,7 +151,8 @@ fn planner_tiles_the_vae_or_refuses_clearly() {
     assert_eq!(out.report.peak_gpu_bytes, p.predicted_peak_gpu_bytes);
     assert_eq!((out.width, out.height), (128, 128));
     let untiled = gen(&gpu, &m, &settings(128, 128, BIG));
-    let diff = out.rgb.iter().zip(&untiled.rgb).map(|(a, b)| a.abs_diff(*b) as u64).sum::<u64>() as f64 / out.rgb.len() as f64;
+    let diff =
+        out.rgb.iter().zip(&untiled.rgb).map(|(a, b)| a.abs_diff(*b) as u64).sum::<u64>() as f64 / out.rgb.len() as f64;
     println!("tiled at {} px vs whole: mean {diff:.2}/255", p.vae_tile);
 
     let (uv, _) = m.weight_bytes();
@@ -168,10 +169,18 @@ fn planner_tiles_the_vae_or_refuses_clearly() {
 
 #[test]
 fn memory_sizes_parse_as_users_write_them() {
-    for (t, b) in [("7.5G", 15u64 << 29), ("24G", 24 << 30), ("6144M", 6 << 30), ("8GiB", 8 << 30), ("1073741824", 1 << 30)] {
+    for (t, b) in
+        [("7.5G", 15u64 << 29), ("24G", 24 << 30), ("6144M", 6 << 30), ("8GiB", 8 << 30), ("1073741824", 1 << 30)]
+    {
         assert_eq!(t.parse::<MemSize>().unwrap(), MemSize(b), "{t}");
     }
-    for (t, w) in [("7.5Q", "unknown unit"), ("lots", "no number"), ("7..5G", "not a number"), ("0G", "from 1M"), ("-1G", "from 1M")] {
+    for (t, w) in [
+        ("7.5Q", "unknown unit"),
+        ("lots", "no number"),
+        ("7..5G", "not a number"),
+        ("0G", "from 1M"),
+        ("-1G", "from 1M"),
+    ] {
         let e = t.parse::<MemSize>().unwrap_err();
         assert!(e.contains(w) && e.contains(t), "{t}: {e}");
     }

@@ -176,6 +176,10 @@ mod cli {
             dtype: String,
             #[arg(long, default_value_t = 0)]
             seed: u64,
+            /// All-zero weights as a hole in the file: full size, no disk space, written at once
+            /// (enough for `generate --dry-run`, which reads only the header).
+            #[arg(long)]
+            sparse: bool,
         },
         /// Stream a model through the loader and report time and throughput.
         Load {
@@ -206,8 +210,8 @@ mod cli {
         let result = match cli.command {
             Command::Info { json } => info(opts, json),
             Command::Inspect { model, vae, json } => inspect(&model, vae.as_deref(), json),
-            Command::Dev { command: DevCommand::RandomCheckpoint { out, dtype: _, seed } } => {
-                random_checkpoint(&out, seed)
+            Command::Dev { command: DevCommand::RandomCheckpoint { out, dtype: _, seed, sparse } } => {
+                random_checkpoint(&out, seed, sparse)
             }
             Command::Dev { command: DevCommand::Load { model, vae, sink, chunk_mib } } => {
                 dev_load(opts, &model, vae.as_deref(), &sink, chunk_mib)
@@ -316,7 +320,12 @@ mod cli {
         }
         eprintln!("seed {}", settings.seed);
         let real = Gpu::new_blocking(opts)?;
-        eprintln!("GPU {} ({} path){}", real.info.name, real.info.compute_path, if a.dry_run { ", dry run" } else { "" });
+        eprintln!(
+            "GPU {} ({} path){}",
+            real.info.name,
+            real.info.compute_path,
+            if a.dry_run { ", dry run" } else { "" }
+        );
         let gpu = if a.dry_run { real.dry_twin() } else { real };
 
         let total = sdxl_web::weights::model_files(&a.model, a.vae.as_deref(), sdxl_web::gpu::DType::F16)
@@ -510,10 +519,14 @@ mod cli {
         out
     }
 
-    fn random_checkpoint(out: &std::path::Path, seed: u64) -> sdxl_web::Result<()> {
+    fn random_checkpoint(out: &std::path::Path, seed: u64, sparse: bool) -> sdxl_web::Result<()> {
         let cfg = sdxl_web::weights::ModelConfig::sdxl_base();
         let t = std::time::Instant::now();
-        let bytes = sdxl_web::weights::random::write_random_checkpoint(out, &cfg, seed)?;
+        let bytes = if sparse {
+            sdxl_web::weights::random::write_sparse_checkpoint(out, &cfg)?
+        } else {
+            sdxl_web::weights::random::write_random_checkpoint(out, &cfg, seed)?
+        };
         println!("wrote {} ({} bytes) in {:.1} s", out.display(), group(bytes), t.elapsed().as_secs_f64());
         Ok(())
     }

@@ -287,7 +287,8 @@ impl Gpu {
             return Err(Error::Gpu(format!("the GPU device was lost ({m})")));
         }
         if let Some(m) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            if m.to_ascii_lowercase().contains("out of memory") {
+            let lower = m.to_ascii_lowercase();
+            if ["out of memory", "not enough memory", "outofmemory"].iter().any(|k| lower.contains(k)) {
                 return Err(Error::Gpu(format!(
                     "out of GPU memory ({m}); the device has less free memory than the budget planned for: lower --gpu-memory (web setting gpu_memory)"
                 )));
@@ -501,7 +502,8 @@ impl Gpu {
         let padded = size.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         self.room_for(padded.max(4));
         self.pool.begin_transient(padded.max(4));
-        let r = if self.dry { Ok(vec![0; size as usize]) } else { self.read_staged(buffer, offset, size, padded).await };
+        let r =
+            if self.dry { Ok(vec![0; size as usize]) } else { self.read_staged(buffer, offset, size, padded).await };
         self.pool.end_transient(padded.max(4));
         r
     }

@@ -53,12 +53,13 @@ impl Ctx<'_> {
         let gpu = self.gpu;
         let in_ch = x.shape()[1];
         let b = x.shape()[0];
-        let h = group_norm(gpu, s.sub("in_layers.0").scope(), x, self.groups, self.eps, true)?;
-        let h = conv(gpu, s.sub("in_layers.2").scope(), &h, out_ch, 3, 1)?;
+        // Reassigning `h` (not shadowing it) frees each intermediate as soon as the next exists.
+        let mut h = group_norm(gpu, s.sub("in_layers.0").scope(), x, self.groups, self.eps, true)?;
+        h = conv(gpu, s.sub("in_layers.2").scope(), &h, out_ch, 3, 1)?;
         let e = lin(gpu, s.sub("emb_layers.1").scope(), &self.emb, out_ch, true)?; // [B, out]
-        let h = ew::add(gpu, &h, &e.reshape(&[b, out_ch, 1, 1])?)?;
-        let h = group_norm(gpu, s.sub("out_layers.0").scope(), &h, self.groups, self.eps, true)?;
-        let h = conv(gpu, s.sub("out_layers.3").scope(), &h, out_ch, 3, 1)?;
+        h = ew::add(gpu, &h, &e.reshape(&[b, out_ch, 1, 1])?)?;
+        h = group_norm(gpu, s.sub("out_layers.0").scope(), &h, self.groups, self.eps, true)?;
+        h = conv(gpu, s.sub("out_layers.3").scope(), &h, out_ch, 3, 1)?;
         let skip =
             if in_ch != out_ch { conv(gpu, s.sub("skip_connection").scope(), x, out_ch, 1, 1)? } else { x.clone() };
         ew::add(gpu, &skip, &h)
@@ -83,9 +84,11 @@ impl Ctx<'_> {
         if heads == 0 || !c.is_multiple_of(heads) {
             return Err(Error::Input(format!("UNet: {c} channels do not split into {heads} heads")));
         }
-        let n = group_norm(gpu, s.sub("norm").scope(), x, self.groups, TRANSFORMER_GN_EPS, false)?;
-        let t = ew::nchw_to_tokens(gpu, &n)?; // [B, H·W, C]
-        let mut h = lin(gpu, s.sub("proj_in").scope(), &t, c, true)?;
+        let mut h = {
+            let n = group_norm(gpu, s.sub("norm").scope(), x, self.groups, TRANSFORMER_GN_EPS, false)?;
+            let t = ew::nchw_to_tokens(gpu, &n)?; // [B, H·W, C]
+            lin(gpu, s.sub("proj_in").scope(), &t, c, true)?
+        };
         for k in 0..depth {
             let sb = s.sub(&format!("transformer_blocks.{k}"));
             let b = sb.scope();
@@ -94,8 +97,8 @@ impl Ctx<'_> {
             let n2 = layer_norm(gpu, b.sub("norm2").scope(), &h, LN_EPS)?;
             h = ew::add(gpu, &h, &self.attn(b.sub("attn2").scope(), &n2, &self.context, heads)?)?;
             let n3 = layer_norm(gpu, b.sub("norm3").scope(), &h, LN_EPS)?;
-            let ff = lin(gpu, b.sub("ff.net.0.proj").scope(), &n3, 8 * c, true)?; // GEGLU: [.., 2·4C]
-            let ff = ew::geglu(gpu, &ff)?;
+            let ff = ew::geglu(gpu, &lin(gpu, b.sub("ff.net.0.proj").scope(), &n3, 8 * c, true)?)?; // GEGLU: [.., 2·4C]
+            drop(n3);
             h = ew::add(gpu, &h, &lin(gpu, b.sub("ff.net.2").scope(), &ff, c, true)?)?;
         }
         let o = lin(gpu, s.sub("proj_out").scope(), &h, c, true)?;

@@ -182,10 +182,12 @@ const PREFIX: &str = "first_stage_model.";
 /// conv, when the channel count changes).
 fn resnet(gpu: &Gpu, s: Scope, x: &Tensor, out_ch: usize, groups: usize) -> Result<Tensor> {
     let in_ch = x.shape()[1];
-    let h = group_norm(gpu, s.sub("norm1").scope(), x, groups, EPS, true)?;
-    let h = conv(gpu, s.sub("conv1").scope(), &h, out_ch, 3, 1)?;
-    let h = group_norm(gpu, s.sub("norm2").scope(), &h, groups, EPS, true)?;
-    let h = conv(gpu, s.sub("conv2").scope(), &h, out_ch, 3, 1)?;
+    // Reassigned, not shadowed: each intermediate is freed once the next exists (at 1024² the
+    // 256-channel ones are 1 GiB each).
+    let mut h = group_norm(gpu, s.sub("norm1").scope(), x, groups, EPS, true)?;
+    h = conv(gpu, s.sub("conv1").scope(), &h, out_ch, 3, 1)?;
+    h = group_norm(gpu, s.sub("norm2").scope(), &h, groups, EPS, true)?;
+    h = conv(gpu, s.sub("conv2").scope(), &h, out_ch, 3, 1)?;
     let skip = if in_ch != out_ch { conv(gpu, s.sub("nin_shortcut").scope(), x, out_ch, 1, 1)? } else { x.clone() };
     ew::add(gpu, &skip, &h)
 }
@@ -382,4 +384,3 @@ pub fn rgb8_from_f32(v: &[f32], b: usize, h: usize, w: usize) -> Result<Vec<Vec<
         })
         .collect())
 }
-

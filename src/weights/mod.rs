@@ -58,9 +58,9 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 
 pub use config::{ClipConfig, ComponentConfig, ConfigFile, ConfigFiles, ModelConfig, UnetConfig, VaeConfig};
+pub use reload::{reload_to_gpu, RangeSource, Reloader};
 pub use safetensors::{Header, StoredDType, TensorEntry};
 pub use sink::{CpuSink, GpuSink, NullSink, Weights};
-pub use reload::{reload_to_gpu, RangeSource, Reloader};
 pub use stream::{feed, load_sources, ChunkSource, DestTensor, Loaded, Loader, TensorSink};
 
 use crate::{Error, Result};

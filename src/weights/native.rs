@@ -246,7 +246,11 @@ pub fn load_path_dry<S: TensorSink>(model: &Path, vae: Option<&Path>, mut sink: 
         let plan = super::plan_file(&label, *role, &read_header(p)?, &configs)?;
         for cp in &plan.components {
             for (name, shape) in &cp.tensors {
-                let t = super::DestTensor { name: format!("{}{name}", cp.comp.prefix()), shape: shape.clone(), dtype: target };
+                let t = super::DestTensor {
+                    name: format!("{}{name}", cp.comp.prefix()),
+                    shape: shape.clone(),
+                    dtype: target,
+                };
                 sink.create(tensors.len(), &t)?;
                 tensors.push(t);
             }

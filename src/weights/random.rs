@@ -83,6 +83,24 @@ pub fn write_random_checkpoint(path: &std::path::Path, cfg: &ModelConfig, seed: 
     Ok(total)
 }
 
+/// A checkpoint whose weights are all zero, written as a header plus a hole: the file has the
+/// full size (6.9 GB for SDXL) but takes no disk space on file systems with sparse files. Dry runs
+/// read only its header, so the memory plan at full size can be tested anywhere.
+pub fn write_sparse_checkpoint(path: &std::path::Path, cfg: &ModelConfig) -> Result<u64> {
+    let io = |e| Error::Io { path: path.display().to_string(), source: e };
+    let tensors = checkpoint_tensors(cfg, |_| StoredDType::F16);
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert("sdxl-web".to_string(), "zero weights, sparse (sdxl dev random-checkpoint --sparse)".to_string());
+    let header = build_header(&tensors, &meta);
+    let data: u64 = tensors.iter().map(|(_, dt, s)| s.iter().map(|&d| d as u64).product::<u64>() * dt.size()).sum();
+    let mut f = std::fs::File::create(path).map_err(io)?;
+    f.write_all(&header).map_err(io)?;
+    let total = header.len() as u64 + data;
+    f.set_len(total).map_err(io)?;
+    Ok(total)
+}
+
 /// A checkpoint generated on the fly (header + random bytes): feeds the loader gigabytes without
 /// touching the disk.
 pub struct SyntheticSource {

@@ -51,7 +51,8 @@ impl<S: TensorSink> Reloader<S> {
                 }
                 base.push(Some(dests.len()));
                 for (name, shape) in &cp.tensors {
-                    let t = DestTensor { name: format!("{}{name}", cp.comp.prefix()), shape: shape.clone(), dtype: target };
+                    let t =
+                        DestTensor { name: format!("{}{name}", cp.comp.prefix()), shape: shape.clone(), dtype: target };
                     sink.create(dests.len(), &t)?;
                     let n = t.numel();
                     dests.push((t, n));
@@ -167,13 +168,13 @@ impl<S: TensorSink> Reloader<S> {
         let at = off + self.done;
         self.done += (bytes.len() / src.size() as usize) as u64;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let out: &[u8] = if matches!((src, self.target), (StoredDType::F16, DType::F16) | (StoredDType::F32, DType::F32))
-        {
-            bytes
-        } else {
-            convert(src, self.target, bytes, &mut scratch);
-            &scratch
-        };
+        let out: &[u8] =
+            if matches!((src, self.target), (StoredDType::F16, DType::F16) | (StoredDType::F32, DType::F32)) {
+                bytes
+            } else {
+                convert(src, self.target, bytes, &mut scratch);
+                &scratch
+            };
         let r = if gather {
             self.gather.extend_from_slice(out);
             Ok(())
