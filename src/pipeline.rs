@@ -231,7 +231,7 @@ impl Settings {
         if !(0.0..1.0).contains(&self.vae_tile_overlap) {
             return Err(Error::Input(format!("VAE tile overlap {}: must be from 0 to below 1", self.vae_tile_overlap)));
         }
-        if self.vae_tile != 0 && (self.vae_tile % SIDE_MULTIPLE != 0 || self.vae_tile < MIN_VAE_TILE) {
+        if self.vae_tile != 0 && (!self.vae_tile.is_multiple_of(SIDE_MULTIPLE) || self.vae_tile < MIN_VAE_TILE) {
             return Err(Error::Input(format!(
                 "VAE tile {} px: must be 0 (decide from the budget) or a multiple of {SIDE_MULTIPLE} from {MIN_VAE_TILE}",
                 self.vae_tile

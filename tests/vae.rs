@@ -19,18 +19,7 @@ const F16_PATH_ABS: f32 = 1e-4;
 const RGB_MAX_DIFF: u8 = 1;
 
 fn config() -> VaeConfig {
-    // The fixture's AutoencoderKL: block_out_channels [32, 64, 128], layers_per_block 2.
-    VaeConfig {
-        in_channels: 3,
-        out_channels: 3,
-        ch: 32,
-        ch_mult: vec![1, 2, 4],
-        num_res_blocks: 2,
-        z_channels: 4,
-        embed_dim: 4,
-        norm_num_groups: 32,
-        scaling_factor: 0.13025,
-    }
+    common::fixture_vae_config()
 }
 
 fn run(force_f32: bool) {

@@ -56,14 +56,22 @@ impl Rng {
     }
 }
 
-/// Write a random-weight single-file checkpoint; returns the bytes written. Memory: one 8 MiB buffer.
-pub fn write_random_checkpoint(path: &std::path::Path, cfg: &ModelConfig, seed: u64) -> Result<u64> {
-    let io = |e| Error::Io { path: path.display().to_string(), source: e };
+type TensorList = Vec<(String, StoredDType, Vec<usize>)>;
+
+/// The f16 tensor list of `cfg` and its safetensors header, `note` in the metadata.
+fn f16_header(cfg: &ModelConfig, note: &str) -> (TensorList, Vec<u8>) {
     let tensors = checkpoint_tensors(cfg, |_| StoredDType::F16);
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    meta.insert("sdxl-web".to_string(), "random weights (sdxl dev random-checkpoint)".to_string());
+    meta.insert("sdxl-web".to_string(), note.to_string());
     let header = build_header(&tensors, &meta);
+    (tensors, header)
+}
+
+/// Write a random-weight single-file checkpoint; returns the bytes written. Memory: one 8 MiB buffer.
+pub fn write_random_checkpoint(path: &std::path::Path, cfg: &ModelConfig, seed: u64) -> Result<u64> {
+    let io = |e| Error::Io { path: path.display().to_string(), source: e };
+    let (tensors, header) = f16_header(cfg, "random weights (sdxl dev random-checkpoint)");
     let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path).map_err(io)?);
     f.write_all(&header).map_err(io)?;
     let mut total = header.len() as u64;
@@ -88,11 +96,7 @@ pub fn write_random_checkpoint(path: &std::path::Path, cfg: &ModelConfig, seed: 
 /// read only its header, so the memory plan at full size can be tested anywhere.
 pub fn write_sparse_checkpoint(path: &std::path::Path, cfg: &ModelConfig) -> Result<u64> {
     let io = |e| Error::Io { path: path.display().to_string(), source: e };
-    let tensors = checkpoint_tensors(cfg, |_| StoredDType::F16);
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    meta.insert("sdxl-web".to_string(), "zero weights, sparse (sdxl dev random-checkpoint --sparse)".to_string());
-    let header = build_header(&tensors, &meta);
+    let (tensors, header) = f16_header(cfg, "zero weights, sparse (sdxl dev random-checkpoint --sparse)");
     let data: u64 = tensors.iter().map(|(_, dt, s)| s.iter().map(|&d| d as u64).product::<u64>() * dt.size()).sum();
     let mut f = std::fs::File::create(path).map_err(io)?;
     f.write_all(&header).map_err(io)?;

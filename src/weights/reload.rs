@@ -77,10 +77,8 @@ impl<S: TensorSink> Reloader<S> {
             return Err(Error::Weights(format!("nothing to reload: no {comps:?} in the model's files")));
         }
         // Empty tensors need no bytes.
-        for j in 0..dests.len() {
-            if dests[j].1 == 0 {
-                sink.finish(j)?;
-            }
+        for (j, _) in dests.iter().enumerate().filter(|(_, (_, n))| *n == 0) {
+            sink.finish(j)?;
         }
         let mut r = Reloader {
             sink,

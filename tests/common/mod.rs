@@ -115,3 +115,19 @@ pub fn check_close(what: &str, gpu: &Gpu, got: &[f32], want: &[f64], (abs, rel):
 }
 
 // ---- f64 references ---------------------------------------------------------------------------
+
+/// The unet_vae fixture's AutoencoderKL (tests/fixtures/gen_unet_vae.py): block_out_channels
+/// [32, 64, 128] (factor 4), layers_per_block 2, 32 groups, SDXL's scaling factor.
+pub fn fixture_vae_config() -> sdxl_web::model::vae::VaeConfig {
+    sdxl_web::model::vae::VaeConfig {
+        in_channels: 3,
+        out_channels: 3,
+        ch: 32,
+        ch_mult: vec![1, 2, 4],
+        num_res_blocks: 2,
+        z_channels: 4,
+        embed_dim: 4,
+        norm_num_groups: 32,
+        scaling_factor: 0.13025,
+    }
+}
