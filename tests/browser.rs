@@ -368,7 +368,7 @@ fn library_matches_the_cli_stage_by_stage() {
         ])
         .args(["--output", dir.join("cli.png").to_str().unwrap(), "--dump", dir.to_str().unwrap()])
         // The browser plans to the same budget and decodes with the same (explicit) VAE tiles.
-        .args(["--gpu-memory", "6G", "--vae-tile", "32", "--json"])
+        .args(["--gpu-memory", "6G", "--vae-tile", "64", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -394,7 +394,7 @@ fn library_matches_the_cli_stage_by_stage() {
         Some(&json!({"script": PAGE_TIMEOUT.as_millis() as u64})),
     );
     let settings = json!({"prompt": PROMPT, "negative": NEGATIVE, "width": 64, "height": 72, "steps": 3, "cfg": 6,
-                          "seed": 99, "sampler": "dpmpp_2m", "gpu_memory": "6G", "vae_tile": 32});
+                          "seed": 99, "sampler": "dpmpp_2m", "gpu_memory": "6G", "vae_tile": 64});
     let script = format!(
         r#"const done = arguments[arguments.length - 1];
 (async () => {{
@@ -454,7 +454,7 @@ fn library_matches_the_cli_stage_by_stage() {
     for st in ["text", "unet", "vae"] {
         assert_eq!(wr["stages"][st]["peak_gpu_bytes"], cr["stages"][st]["peak_gpu_bytes"], "stage {st}");
     }
-    assert_eq!(wr["plan"]["vae_tile"], 32);
+    assert_eq!(wr["plan"]["vae_tile"], 64);
     assert_eq!(wr["plan"]["gpu_memory"], 6u64 << 30);
     let (r2, r3) = (&page["report2"], &page["report3"]);
     eprintln!("streamed: {r2}\nreloaded: {r3}; {} range reads", page["ranges"]);

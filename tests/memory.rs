@@ -145,7 +145,11 @@ fn planner_tiles_the_vae_or_refuses_clearly() {
     let m = load(&gpu);
     let (s, p) = tighten(&gpu, &m, 128, 128, |p| p.vae_tile > 0);
     println!("plan {p:?}");
-    assert_eq!(p.text_encoders, TextEncoders::Resident, "the largest tile with resident encoders comes first");
+    // The largest tile that fits: every larger candidate (under the image side) fails here.
+    for larger in [96, 64].into_iter().filter(|&t| t > p.vae_tile) {
+        let forced = Settings { vae_tile: larger, ..s.clone() };
+        assert!(pollster::block_on(plan(&gpu, &m, &forced)).is_err(), "{larger} px tiles would fit too");
+    }
     let out = gen(&gpu, &m, &s);
     assert_eq!(out.report.plan.vae_tile, p.vae_tile);
     assert_eq!(out.report.peak_gpu_bytes, p.predicted_peak_gpu_bytes);
