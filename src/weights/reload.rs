@@ -77,8 +77,8 @@ impl<S: TensorSink> Reloader<S> {
             return Err(Error::Weights(format!("nothing to reload: no {comps:?} in the model's files")));
         }
         // Empty tensors need no bytes.
-        for j in 0..dests.len() {
-            if dests[j].1 == 0 {
+        for (j, d) in dests.iter().enumerate() {
+            if d.1 == 0 {
                 sink.finish(j)?;
             }
         }
