@@ -233,3 +233,17 @@ fn bad_inputs_are_clear_errors() {
     let e = gen(&s).err().expect("hires too large").to_string();
     assert!(e.contains("2560x2560") && e.contains("--hires-scale"), "{e}");
 }
+
+/// A JPEG decodes as PIL (libjpeg) decodes it, within the IDCT / chroma-upsampling differences
+/// of the two decoders.
+#[test]
+fn jpeg_decodes_like_pil() {
+    /// zune-jpeg and libjpeg-turbo differ in IDCT rounding and chroma upsampling of this 4:2:0
+    /// file: a fraction of a level on average, a few levels next to hard colour edges.
+    const JPEG_MEAN: f64 = 1.0;
+    let jpg = decode_file(&read("init.jpg"), "jpeg").unwrap();
+    assert_eq!((jpg.width, jpg.height, jpg.channels), (64, 64, 3));
+    let (mean, max) = image_diff(&jpg.data, &u8s(&read("resize.safetensors"), "init_jpg_pil"));
+    println!("jpeg vs PIL: mean {mean:.3} max {max}");
+    assert!(mean <= JPEG_MEAN, "{mean}");
+}
