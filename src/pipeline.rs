@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::{now_seconds, DType, Gpu, Tensor};
+use crate::image::InputImage;
 use crate::model::clip::{encode_prompt, ClipConfig, ClipText, Naming};
 use crate::model::unet::{Cond, UNet, UNetConfig};
-use crate::model::vae::{check_tiling, to_rgb8, VaeConfig, VaeDecoder, VaeTiling};
+use crate::model::vae::{check_tiling, sample_latents, to_rgb8, VaeConfig, VaeDecoder, VaeEncoder, VaeTiling};
 use crate::ops::elementwise::concat_channels;
 use crate::prompt::{PromptTokens, Rating};
 use crate::rng::TorchRng;
@@ -29,6 +30,8 @@ pub const MAX_SIDE: usize = 2048;
 pub const MIN_VAE_TILE: usize = 64;
 /// Tile sizes the planner tries, largest first (those under the image's longer side).
 const VAE_TILE_CANDIDATES: &[usize] = &[1024, 768, 512, 384, 256, 192, 128, 96, 64];
+/// The largest hires-fix factor accepted (A1111's slider goes to 4).
+pub const MAX_HIRES_SCALE: f32 = 4.0;
 /// The largest CFG scale accepted; beyond it images are pure saturation.
 pub const MAX_CFG: f32 = 100.0;
 /// The Nekoray-XL model card's resolution buckets (width, height), 1024² first.
@@ -104,6 +107,22 @@ pub struct Settings {
     pub vae_tile: usize,
     /// diffusers' `tile_overlap_factor`.
     pub vae_tile_overlap: f32,
+    /// img2img / inpainting: the image to start from. `width`/`height` 0 take its size (rounded
+    /// down to a multiple of 8, as diffusers' image processor does); another size resizes it
+    /// with PIL's LANCZOS filter, as diffusers does.
+    pub init_image: Option<InputImage>,
+    /// Inpainting: white (≥ 0.5 after grayscale) = repaint, black = keep. Resized like the image
+    /// when its size differs.
+    pub mask: Option<InputImage>,
+    /// img2img / inpainting strength in (0, 1]: `int(steps × strength)` steps run (diffusers'
+    /// convention; A1111 runs `steps` steps over the same range instead).
+    pub strength: f32,
+    /// Hires fix (text-to-image only): 0 (off) or the upscale factor of the latents, 1 to 4.
+    pub hires_scale: f32,
+    /// Strength of the hires pass, in (0, 1].
+    pub hires_strength: f32,
+    /// Steps of the hires pass before the strength cut; 0: `steps`.
+    pub hires_steps: usize,
 }
 
 /// A byte count written as `7.5G`, `512M`, `24GiB` (binary units) or a plain number of bytes.
@@ -187,6 +206,12 @@ impl Default for Settings {
             gpu_memory: DEFAULT_GPU_MEMORY,
             vae_tile: 0,
             vae_tile_overlap: 0.25,
+            init_image: None,
+            mask: None,
+            strength: 0.75,
+            hires_scale: 0.0,
+            hires_strength: 0.5,
+            hires_steps: 0,
         }
     }
 }
@@ -212,9 +237,15 @@ impl Settings {
         Ok(s)
     }
 
-    /// Everything checkable without a model: sizes, steps, CFG, sampler/schedule pairing.
+    /// Everything checkable without a model: sizes, steps, CFG, sampler/schedule pairing, the
+    /// img2img / inpainting / hires settings. Width and height may be 0 with an init image (see
+    /// [`Settings::resolved`]).
     pub fn validate(&self) -> Result<()> {
+        let from_image = self.init_image.is_some();
         for (what, v) in [("width", self.width), ("height", self.height)] {
+            if v == 0 && from_image {
+                continue;
+            }
             if v % SIDE_MULTIPLE != 0 || !(MIN_SIDE..=MAX_SIDE).contains(&v) {
                 return Err(Error::Input(format!(
                     "{what} {v}: must be a multiple of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}"
@@ -237,7 +268,108 @@ impl Settings {
                 self.vae_tile
             )));
         }
+        let unit = |v: f32| v.is_finite() && v > 0.0 && v <= 1.0;
+        if from_image && !unit(self.strength) {
+            return Err(Error::Input(format!(
+                "strength {}: must be above 0 and at most 1 (1 ignores the init image's content)",
+                self.strength
+            )));
+        }
+        if self.mask.is_some() && !from_image {
+            return Err(Error::Input("a mask needs an init image to inpaint (--init-image)".into()));
+        }
+        if self.hires_scale != 0.0 {
+            if from_image {
+                return Err(Error::Input(
+                    "the hires fix applies to text-to-image; with an init image, set the size instead".into(),
+                ));
+            }
+            if !self.hires_scale.is_finite() || !(1.0..=MAX_HIRES_SCALE).contains(&self.hires_scale) {
+                return Err(Error::Input(format!(
+                    "hires scale {}: must be 0 (off) or from 1 to {MAX_HIRES_SCALE}",
+                    self.hires_scale
+                )));
+            }
+            if !unit(self.hires_strength) {
+                return Err(Error::Input(format!(
+                    "hires strength {}: must be above 0 and at most 1",
+                    self.hires_strength
+                )));
+            }
+            if self.hires_steps > MAX_STEPS {
+                return Err(Error::Input(format!(
+                    "hires steps {}: must be from 0 (= steps) to {MAX_STEPS}",
+                    self.hires_steps
+                )));
+            }
+            let (w, h) = self.hires_size();
+            if w > MAX_SIDE || h > MAX_SIDE || w < MIN_SIDE || h < MIN_SIDE {
+                return Err(Error::Input(format!(
+                    "hires fix: {}x{} × {} = {w}x{h} is outside {MIN_SIDE} to {MAX_SIDE} px a side; lower --hires-scale",
+                    self.width, self.height, self.hires_scale
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the hires fix runs.
+    pub fn hires(&self) -> bool {
+        self.hires_scale != 0.0
+    }
+
+    /// The hires pass' image size, as A1111 computes it: `int(side × scale)` rounded down to the
+    /// latent grid (A1111 interpolates the latents to `int(side × scale) // 8`).
+    pub fn hires_size(&self) -> (usize, usize) {
+        let f = |v: usize| ((v as f64 * self.hires_scale as f64) as usize) / SIDE_MULTIPLE * SIDE_MULTIPLE;
+        (f(self.width), f(self.height))
+    }
+
+    /// The size of the output image: the hires size with the hires fix, else width × height.
+    pub fn output_size(&self) -> (usize, usize) {
+        if self.hires() {
+            self.hires_size()
+        } else {
+            (self.width, self.height)
+        }
+    }
+
+    /// These settings with width and height taken from the init image where they are 0
+    /// (diffusers' `get_default_height_width`: the image's size rounded down to a multiple of
+    /// 8), validated.
+    pub fn resolved(&self) -> Result<Settings> {
+        self.validate()?;
+        let mut s = self.clone();
+        if let Some(img) = &self.init_image {
+            if s.width == 0 || s.height == 0 {
+                let p = img.decode("init image")?;
+                let (w, h) = crate::image::default_size(p.width, p.height, SIDE_MULTIPLE);
+                if s.width == 0 {
+                    s.width = w;
+                }
+                if s.height == 0 {
+                    s.height = h;
+                }
+                for (what, v) in [("width", s.width), ("height", s.height)] {
+                    if !(MIN_SIDE..=MAX_SIDE).contains(&v) {
+                        return Err(Error::Input(format!(
+                            "init image {}x{}: its {what} ({v} after rounding down to a multiple of {SIDE_MULTIPLE}) is outside {MIN_SIDE} to {MAX_SIDE}; set --width/--height to resize it",
+                            p.width, p.height
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Steps of the hires pass before the strength cut.
+    pub fn hires_steps_or_default(&self) -> usize {
+        if self.hires_steps == 0 {
+            self.steps
+        } else {
+            self.hires_steps
+        }
     }
 
     /// One of the model card's resolution buckets (other sizes work, but the model was not trained on them).
@@ -286,6 +418,21 @@ impl Settings {
         }
         if self.v_prediction {
             s.push_str(", Prediction: v");
+        }
+        if self.init_image.is_some() {
+            s.push_str(&format!(", Denoising strength: {}", self.strength));
+            if self.mask.is_some() {
+                // No blur is applied to the mask (diffusers' pipeline has none).
+                s.push_str(", Mask blur: 0");
+            }
+        }
+        if self.hires() {
+            s.push_str(&format!(
+                ", Denoising strength: {}, Hires upscale: {}, Hires steps: {}, Hires upscaler: Latent",
+                self.hires_strength,
+                self.hires_scale,
+                self.hires_steps_or_default()
+            ));
         }
         s.push_str(&format!(", Version: sdxl-web {}", env!("CARGO_PKG_VERSION")));
         s
@@ -455,6 +602,25 @@ impl Model {
             .unwrap_or(0)
     }
 
+    /// What the model cannot do with these settings: inpainting UNets (9 input channels: latents,
+    /// mask, masked-image latents) are refused (their pipeline semantics are not implemented),
+    /// and a UNet whose input is not the VAE's latent is refused.
+    pub fn check_inputs(&self, s: &Settings) -> Result<()> {
+        let (u, z) = (self.unet.in_channels, self.vae.embed_dim);
+        if u == 2 * z + 1 {
+            return Err(Error::Input(format!(
+                "this checkpoint's UNet is an inpainting UNet ({u} input channels: latents, mask and masked-image latents), which sdxl-web does not support; use a normal SDXL checkpoint (4 input channels){}",
+                if s.mask.is_some() { " — it inpaints with --mask too" } else { "" }
+            )));
+        }
+        if u != z {
+            return Err(Error::Input(format!(
+                "the UNet takes {u} input channels but the VAE makes {z}-channel latents"
+            )));
+        }
+        Ok(())
+    }
+
     /// A clear error when this device cannot hold a generation of this size.
     pub fn check_size(&self, gpu: &Gpu, width: usize, height: usize) -> Result<()> {
         let need = self.largest_buffer(width, height);
@@ -608,7 +774,7 @@ pub struct Stage {
 pub struct Stages {
     /// Prompt encoding, including streaming the text encoders back when they were released.
     pub text: Stage,
-    /// Every denoising step.
+    /// The VAE encode of an init image and every denoising step (both passes of the hires fix).
     pub unet: Stage,
     /// VAE decode and the image readback.
     pub vae: Stage,
@@ -643,13 +809,15 @@ pub struct Report {
 /// (per-tile GroupNorm), streaming only costs time, hence that order. An explicit `vae_tile`
 /// fixes the tile size. Fails before any work when nothing fits.
 pub async fn plan(gpu: &Gpu, model: &Model, s: &Settings) -> Result<MemoryPlan> {
-    s.validate()?;
-    let (lh, lw) = (s.height / model.vae_factor(), s.width / model.vae_factor());
+    let s = &s.resolved()?;
+    model.check_inputs(s)?;
+    let (out_w, out_h) = s.output_size();
+    let (lh, lw) = (out_h / model.vae_factor(), out_w / model.vae_factor());
     let tiles: Vec<usize> = if s.vae_tile > 0 {
         check_tiling(&model.vae, lh, lw, VaeTiling { tile_px: s.vae_tile, overlap: s.vae_tile_overlap })?;
         vec![s.vae_tile]
     } else {
-        let long = s.width.max(s.height);
+        let long = out_w.max(out_h);
         std::iter::once(0)
             .chain(VAE_TILE_CANDIDATES.iter().copied().filter(|&t| {
                 t < long
@@ -695,9 +863,10 @@ pub async fn plan(gpu: &Gpu, model: &Model, s: &Settings) -> Result<MemoryPlan> 
     let text_part = if b.text_encoders == TextEncoders::Streamed { " with the text encoders streamed" } else { "" };
     let weights = unet_vae + if b.text_encoders == TextEncoders::Resident { text } else { 0 };
     Err(Error::Input(format!(
-        "{}x{} does not fit the GPU memory budget: it needs at least {} (weights {}{text_part}, {}), but the budget is {}; raise --gpu-memory (web setting gpu_memory) if the GPU has more, or choose a smaller size",
-        s.width,
-        s.height,
+        "{}x{}{} does not fit the GPU memory budget: it needs at least {} (weights {}{text_part}, {}), but the budget is {}; raise --gpu-memory (web setting gpu_memory) if the GPU has more, or choose a smaller size",
+        out_w,
+        out_h,
+        if s.hires() { " (hires fix)" } else { "" },
         fmt_bytes(b.predicted_peak_gpu_bytes),
         fmt_bytes(weights),
         if b.vae_tile > 0 { format!("VAE in {} px tiles", b.vae_tile) } else { "VAE whole".into() },
@@ -726,8 +895,9 @@ pub async fn generate_with(
     on_step: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Output> {
     let t0 = now_seconds();
-    s.validate()?;
-    model.check_size(gpu, s.width, s.height)?;
+    let s = &s.resolved()?;
+    let (out_w, out_h) = s.output_size();
+    model.check_size(gpu, out_w, out_h)?;
     let p = plan(gpu, model, s).await?;
     let mut out = run(gpu, model, s, &p, dump, on_step).await?;
     out.report.seconds = now_seconds() - t0;
@@ -818,9 +988,7 @@ async fn run(
     };
     let (context, pooled) = (&context, &pooled);
     let b = if cfg_on { 2 } else { 1 };
-    // original_size, crops_coords_top_left, target_size, each (h, w).
-    let (hf, wf) = (s.height as f32, s.width as f32);
-    let time_ids = vec![[hf, wf, 0.0, 0.0, hf, wf]; b];
+    let time_ids = time_ids(s.height, s.width, b);
     if let Some(d) = d.as_mut() {
         let n = chunks * CONTEXT_LEN;
         let prompts: Vec<&PromptTokens> = neg.iter().filter(|_| cfg_on).chain([&pos]).collect();
@@ -835,61 +1003,102 @@ async fn run(
     }
     end_stage(&mut stages.text, t0);
 
-    // Initial latents: torch.randn(shape, generator=cpu generator) · init_noise_sigma.
+    // The generator's draws, in diffusers' order (read from the installed pipelines' source):
+    // - text-to-image: randn(latents) · init_noise_sigma, then euler_a's noise at every step.
+    // - img2img (StableDiffusionXLImg2ImgPipeline.prepare_latents): the init image's VAE latent
+    //   (`latent_dist.sample(generator)`), then the noise of `scheduler.add_noise`, then euler_a's.
+    // - inpainting with a 4-channel UNet (StableDiffusionXLInpaintPipeline): the init image's VAE
+    //   latent (drawn at strength 1 too: `return_image_latents`), the noise (pure-noise start at
+    //   strength 1, else `add_noise`), then the masked image's VAE latent in `prepare_mask_latents`,
+    //   which a 4-channel UNet never uses but which shifts every later draw, then euler_a's.
+    // - hires fix: the text-to-image draws; then a fresh generator of the same seed: the noise of
+    //   `add_noise` on the upscaled latents, then euler_a's.
     let t0 = now_seconds();
     let f = model.vae_factor();
     let (c, lh, lw) = (model.unet.in_channels, s.height / f, s.width / f);
     let n = c * lh * lw;
     let mut rng = TorchRng::new(s.seed);
-    let sigma0 = sampler.init_noise_sigma();
-    let mut latents: Vec<f32> = rng.randn(n).into_iter().map(|x| x * sigma0).collect();
+    let p = &model.weights;
+    let inputs = Inputs::prepare(s)?;
+    let mut inpaint: Option<Inpaint> = None;
+    let mut latents: Vec<f32> = match &inputs.image {
+        None => {
+            let sigma0 = sampler.init_noise_sigma();
+            rng.randn(n).into_iter().map(|x| x * sigma0).collect()
+        }
+        Some(image) => {
+            let t_start = sampler.start_at_strength(s.strength)?;
+            let image_latents = vae_encode(gpu, model, image, s, &mut rng).await?;
+            let noise = rng.randn(n);
+            if let Some(d) = d.as_mut() {
+                d.f32s.push(("image_latents".into(), vec![1, c, lh, lw], image_latents.clone()));
+            }
+            match &inputs.mask {
+                None => sampler.add_noise(&image_latents, &noise, t_start)?,
+                Some(mask) => {
+                    // init_image · (mask < 0.5): the kept part only.
+                    let plane = s.width * s.height;
+                    let masked: Vec<f32> =
+                        image.iter().enumerate().map(|(i, &v)| if mask[i % plane] < 0.5 { v } else { 0.0 }).collect();
+                    let _ = vae_encode(gpu, model, &masked, s, &mut rng).await?;
+                    let m = crate::image::nearest_resize(mask, s.height, s.width, lh, lw);
+                    let start = if s.strength == 1.0 {
+                        // is_strength_max: pure noise · init_noise_sigma.
+                        let sigma0 = sampler.init_noise_sigma();
+                        noise.iter().map(|&x| x * sigma0).collect()
+                    } else {
+                        sampler.add_noise(&image_latents, &noise, t_start)?
+                    };
+                    if let Some(d) = d.as_mut() {
+                        d.f32s.push(("mask_latent".into(), vec![1, 1, lh, lw], m.clone()));
+                    }
+                    inpaint = Some(Inpaint { image_latents, noise, mask: m });
+                    start
+                }
+            }
+        }
+    };
     if let Some(d) = d.as_mut() {
         d.f32s.push(("init_latents".into(), vec![1, c, lh, lw], latents.clone()));
     }
 
-    let p = &model.weights;
     let unet = UNet::new(model.unet.clone(), p)?;
-    let total = sampler.steps();
-    for i in 0..total {
-        let t = sampler.timesteps()[i];
-        let x_in = sampler.model_input(&latents, i);
-        let batch: Vec<f32> = if cfg_on { [x_in.as_slice(), x_in.as_slice()].concat() } else { x_in };
-        let x = Tensor::from_f32(gpu, &[b, c, lh, lw], DType::F32, &batch)?;
-        let ts = vec![t; b];
-        let cond = Cond { timesteps: &ts, context, pooled, time_ids: &time_ids };
-        let out = unet.forward(gpu, &x, &cond)?.to_vec_f32(gpu).await?;
-        gpu.check()?;
-        if let Some(d) = d.as_mut().filter(|_| i == 0) {
-            d.f32s.push(("unet_out_0".into(), vec![b, c, lh, lw], out.clone()));
+    let hires_sampler = if s.hires() {
+        let mut h = Sampler::new(s.sampler, s.hires_steps_or_default(), s.karras, s.prediction())?;
+        h.start_at_strength(s.hires_strength)?;
+        Some(h)
+    } else {
+        None
+    };
+    let total =
+        (sampler.steps() - sampler.next_step()) + hires_sampler.as_ref().map_or(0, |h| h.steps() - h.next_step());
+    let mut pass =
+        Pass { gpu, unet: &unet, context, pooled, cfg: cfg_on.then_some(s.cfg), c, factor: f, done: 0, total };
+    latents = pass.denoise(&mut sampler, latents, (lh, lw), &mut rng, inpaint.as_ref(), &mut d, on_step).await?;
+    let (mut lh, mut lw) = (lh, lw);
+    if let Some(mut hs) = hires_sampler {
+        // A1111's "Latent" upscaler: bilinear on the latents, then img2img on them (no VAE round
+        // trip) with a fresh generator of the same seed.
+        let (tw, th) = s.hires_size();
+        let (nh, nw) = (th / f, tw / f);
+        if let Some(d) = d.as_mut() {
+            d.f32s.push(("first_pass".into(), vec![1, c, lh, lw], latents.clone()));
         }
-        let eps: Vec<f32> = if cfg_on {
-            let (u, t) = out.split_at(n);
-            u.iter().zip(t).map(|(&u, &t)| u + s.cfg * (t - u)).collect()
-        } else {
-            out
-        };
-        if let Some(bad) = eps.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Numeric(format!("UNet output is not finite at step {} (element {bad})", i + 1)));
+        let up = crate::image::bilinear_resize(&latents, c, lh, lw, nh, nw);
+        let mut rng2 = TorchRng::new(s.seed);
+        let noise = rng2.randn(up.len());
+        latents = hs.add_noise(&up, &noise, hs.next_step())?;
+        if let Some(d) = d.as_mut() {
+            d.f32s.push(("upscaled".into(), vec![1, c, nh, nw], up));
+            d.f32s.push(("hires_init_latents".into(), vec![1, c, nh, nw], latents.clone()));
         }
-        // Preview of this step's x0 estimate.
-        let k = sampler.coefficients(i)?;
-        let x0: Vec<f32> =
-            latents.iter().zip(&eps).map(|(&x, &e)| k.denoised_sample * x + k.denoised_model * e).collect();
-        latents = sampler.step(&eps, i, &latents, &mut rng)?;
-        let progress = Progress {
-            step: i + 1,
-            total,
-            preview_width: lw,
-            preview_height: lh,
-            preview_rgba: latent_preview(&x0, c, lh, lw),
-        };
-        if !on_step(&progress) {
-            return Err(Error::Cancelled);
-        }
+        (lh, lw) = (nh, nw);
+        latents = pass.denoise(&mut hs, latents, (lh, lw), &mut rng2, None, &mut d, on_step).await?;
     }
     if let Some(d) = d.as_mut() {
         d.f32s.push(("final_latents".into(), vec![1, c, lh, lw], latents.clone()));
     }
+    let total_steps = pass.total;
     drop(unet);
     end_stage(&mut stages.unet, t0);
 
@@ -919,7 +1128,7 @@ async fn run(
         stages,
         width: w,
         height: h,
-        steps: total,
+        steps: total_steps,
         seed: s.seed,
         plan: plan.clone(),
         conditioning_cached: cached,
@@ -929,6 +1138,155 @@ async fn run(
         seconds: now_seconds() - t_start,
     };
     Ok(Output { png, rgb, width: w, height: h, seed: s.seed, parameters, dump: d, report })
+}
+
+/// SDXL's added time ids for b batch rows: original_size, crops_coords_top_left (0, 0),
+/// target_size, each (h, w) in pixels (requires_aesthetics_score False).
+fn time_ids(height: usize, width: usize, b: usize) -> Vec<[f32; 6]> {
+    let (hf, wf) = (height as f32, width as f32);
+    vec![[hf, wf, 0.0, 0.0, hf, wf]; b]
+}
+
+/// The preprocessed init image and mask (host, f32), at the settings' size.
+struct Inputs {
+    /// [3, height, width] in [-1, 1].
+    image: Option<Vec<f32>>,
+    /// [height, width], 0 (keep) or 1 (repaint).
+    mask: Option<Vec<f32>>,
+}
+
+impl Inputs {
+    fn prepare(s: &Settings) -> Result<Inputs> {
+        let image = match &s.init_image {
+            Some(img) => Some(crate::image::preprocess_image(&img.decode("init image")?, s.width, s.height)),
+            None => None,
+        };
+        let mask = match &s.mask {
+            Some(m) => Some(crate::image::preprocess_mask(&m.decode("mask")?, s.width, s.height)),
+            None => None,
+        };
+        Ok(Inputs { image, mask })
+    }
+}
+
+/// Inpainting state for the 4-channel UNet: after every step the known region (mask 0) is
+/// replaced by the image latents re-noised to the next timestep (not re-noised after the last).
+struct Inpaint {
+    /// [1, c, h, w] scaled VAE latents of the init image.
+    image_latents: Vec<f32>,
+    /// [1, c, h, w] the noise drawn for the start, reused for every re-noising.
+    noise: Vec<f32>,
+    /// [h, w] the mask on the latent grid.
+    mask: Vec<f32>,
+}
+
+/// The init image through the VAE encoder → scaled latents [1, c, h, w]; one draw from `rng`.
+async fn vae_encode(gpu: &Gpu, model: &Model, image: &[f32], s: &Settings, rng: &mut TorchRng) -> Result<Vec<f32>> {
+    let enc = VaeEncoder::new(model.vae.clone(), &model.weights)?;
+    let x = Tensor::from_f32(gpu, &[1, 3, s.height, s.width], DType::F32, image)?;
+    let moments = enc.encode(gpu, &x)?;
+    drop(x);
+    let m = moments.to_vec_f32(gpu).await?;
+    drop(moments);
+    gpu.check()?;
+    Ok(sample_latents(&m, rng, model.vae.scaling_factor))
+}
+
+/// One denoising pass' fixed inputs; `denoise` runs a sampler's remaining steps.
+struct Pass<'a> {
+    gpu: &'a Gpu,
+    unet: &'a UNet<'a>,
+    context: &'a Tensor,
+    pooled: &'a Tensor,
+    /// The CFG scale when classifier-free guidance is on (batch [negative, positive]).
+    cfg: Option<f32>,
+    c: usize,
+    /// Pixels per latent (the time ids are in pixels).
+    factor: usize,
+    /// Steps done and to do over all passes (for progress).
+    done: usize,
+    total: usize,
+}
+
+impl Pass<'_> {
+    /// The sampler's steps from its next one to the end on `latents` [1, c, h, w]; the first
+    /// UNet output goes to the dump as `unet_out_0` (first pass only).
+    #[allow(clippy::too_many_arguments)]
+    async fn denoise(
+        &mut self,
+        sampler: &mut Sampler,
+        mut latents: Vec<f32>,
+        (lh, lw): (usize, usize),
+        rng: &mut TorchRng,
+        inpaint: Option<&Inpaint>,
+        d: &mut Option<Dump>,
+        on_step: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<Vec<f32>> {
+        let (gpu, c) = (self.gpu, self.c);
+        let n = c * lh * lw;
+        let b = if self.cfg.is_some() { 2 } else { 1 };
+        let time_ids = time_ids(lh * self.factor, lw * self.factor, b);
+        let first_pass = self.done == 0;
+        for i in sampler.next_step()..sampler.steps() {
+            let t = sampler.timesteps()[i];
+            let x_in = sampler.model_input(&latents, i);
+            let batch: Vec<f32> = if b == 2 { [x_in.as_slice(), x_in.as_slice()].concat() } else { x_in };
+            let x = Tensor::from_f32(gpu, &[b, c, lh, lw], DType::F32, &batch)?;
+            let ts = vec![t; b];
+            let cond = Cond { timesteps: &ts, context: self.context, pooled: self.pooled, time_ids: &time_ids };
+            let out = self.unet.forward(gpu, &x, &cond)?.to_vec_f32(gpu).await?;
+            drop(x);
+            gpu.check()?;
+            if let Some(d) = d.as_mut().filter(|_| first_pass && self.done == 0) {
+                d.f32s.push(("unet_out_0".into(), vec![b, c, lh, lw], out.clone()));
+            }
+            let eps: Vec<f32> = match self.cfg {
+                Some(g) => {
+                    let (u, t) = out.split_at(n);
+                    u.iter().zip(t).map(|(&u, &t)| u + g * (t - u)).collect()
+                }
+                None => out,
+            };
+            if let Some(bad) = eps.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Numeric(format!(
+                    "UNet output is not finite at step {} (element {bad})",
+                    self.done + 1
+                )));
+            }
+            // Preview of this step's x0 estimate.
+            let k = sampler.coefficients(i)?;
+            let x0: Vec<f32> =
+                latents.iter().zip(&eps).map(|(&x, &e)| k.denoised_sample * x + k.denoised_model * e).collect();
+            latents = sampler.step(&eps, i, &latents, rng)?;
+            if let Some(ip) = inpaint {
+                // (1 − mask) · init_latents_proper + mask · latents, the proper latents re-noised
+                // to the next timestep (`add_noise` at the scheduler's step index), except after
+                // the last step.
+                let proper = if i + 1 < sampler.steps() {
+                    sampler.add_noise(&ip.image_latents, &ip.noise, i + 1)?
+                } else {
+                    ip.image_latents.clone()
+                };
+                let plane = lh * lw;
+                for (j, (l, &p)) in latents.iter_mut().zip(&proper).enumerate() {
+                    let m = ip.mask[j % plane];
+                    *l = (1.0 - m) * p + m * *l;
+                }
+            }
+            self.done += 1;
+            let progress = Progress {
+                step: self.done,
+                total: self.total,
+                preview_width: lw,
+                preview_height: lh,
+                preview_rgba: latent_preview(&x0, c, lh, lw),
+            };
+            if !on_step(&progress) {
+                return Err(Error::Cancelled);
+            }
+        }
+        Ok(latents)
+    }
 }
 
 /// [1, ...] ++ [1, ...] → [2, ...] (a concat along a new leading batch dimension).
@@ -974,7 +1332,20 @@ mod tests {
         assert_eq!(Settings::from_json(r#"{"prompt":"x","negative":null}"#).unwrap().negative, None);
         let err = |j: &str| Settings::from_json(j).unwrap_err().to_string();
         assert!(err(r#"{"prompt":"x","sampler":"plms"}"#).contains("unknown variant `plms`"));
-        assert!(err(r#"{"prompt":"x","strength":1}"#).contains("unknown field `strength`"));
+        assert!(err(r#"{"prompt":"x","denoise":1}"#).contains("unknown field `denoise`"));
+        assert!(err(r#"{"prompt":"x","init_image":{"bytes":[1]},"strength":1.5}"#).contains("strength 1.5"));
+        assert!(err(r#"{"prompt":"x","mask":{"bytes":[1]}}"#).contains("needs an init image"));
+        assert!(err(r#"{"prompt":"x","width":1024,"hires_scale":3}"#).contains("3072x"));
+        let s = Settings::from_json(
+            r#"{"prompt":"x","init_image":{"width":70,"height":65,"rgba":[]},"width":0,"height":0}"#,
+        );
+        let e = s.unwrap().resolved().unwrap_err().to_string();
+        assert!(e.contains("init image: 0 RGBA bytes do not make a 70x65 image"), "{e}");
+        let rgba = format!("[{}]", vec!["9"; 70 * 65 * 4].join(","));
+        let j =
+            format!(r#"{{"prompt":"x","init_image":{{"width":70,"height":65,"rgba":{rgba}}},"width":0,"height":0}}"#);
+        let r = Settings::from_json(&j).unwrap().resolved().unwrap();
+        assert_eq!((r.width, r.height), (64, 64), "rounded down to multiples of 8");
         assert!(err(r#"{"prompt":"x","width":100}"#).contains("width 100"));
         assert!(err(r#"{"prompt":"x","seed":-1}"#).contains("settings:"));
         // What JSON.stringify makes of a JS string holding a lone surrogate.

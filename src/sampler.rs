@@ -326,6 +326,59 @@ impl Sampler {
         }
     }
 
+    /// diffusers' img2img `get_timesteps` (no `denoising_start`): `strength` keeps the last
+    /// `min(int(steps · strength), steps)` steps of the schedule; the index of the first one
+    /// (`t_start`) is returned and becomes the next step (`scheduler.set_begin_index(t_start)`).
+    /// `int(steps · strength)` is Python's float product truncated (f64, as Python floats are).
+    pub fn start_at_strength(&mut self, strength: f32) -> Result<usize> {
+        let n = self.steps();
+        let init = ((n as f64 * strength as f64) as usize).min(n);
+        if init == 0 {
+            return Err(Error::Input(format!(
+                "strength {strength} with {n} steps runs int({n} × {strength}) = 0 steps; raise the strength or the steps"
+            )));
+        }
+        let t_start = n - init;
+        self.next_step = t_start;
+        self.prev_denoised = None;
+        Ok(t_start)
+    }
+
+    /// The index of the next step `step` expects.
+    pub fn next_step(&self) -> usize {
+        self.next_step
+    }
+
+    /// `scheduler.add_noise(original, noise, t)` at schedule index `step` (the begin index before
+    /// the first step, `step_index` after a step), in diffusers' f32 arithmetic: euler / euler_a
+    /// `x + n·σ`; DPM++ `α·x + σ_t·n` with α = 1 / (σ² + 1)^0.5, σ_t = σ·α; DDIM
+    /// `ᾱ_t^0.5·x + (1 − ᾱ_t)^0.5·n` (ᾱ of the timestep itself).
+    pub fn add_noise(&self, original: &[f32], noise: &[f32], step: usize) -> Result<Vec<f32>> {
+        if original.len() != noise.len() || step >= self.steps() {
+            return Err(Error::Input(format!(
+                "add_noise: {} values with {} noise values at step {step} of {}",
+                original.len(),
+                noise.len(),
+                self.steps()
+            )));
+        }
+        let sigma = self.sigmas[step];
+        let (a, b) = match self.kind {
+            SamplerKind::Euler | SamplerKind::EulerAncestral => {
+                return Ok(original.iter().zip(noise).map(|(&x, &n)| x + n * sigma).collect());
+            }
+            SamplerKind::DpmPp2m => {
+                let alpha = 1.0 / sqrt_sigma2_plus1(sigma);
+                (alpha, sigma * alpha)
+            }
+            SamplerKind::Ddim => {
+                let a_t = self.ddim_alphas[step].0;
+                (a_t.sqrt(), (1.0 - a_t).sqrt())
+            }
+        };
+        Ok(original.iter().zip(noise).map(|(&x, &n)| a * x + b * n).collect())
+    }
+
     /// Back to step 0 (a new image with the same settings).
     pub fn reset(&mut self) {
         self.next_step = 0;

@@ -36,7 +36,22 @@ export interface Settings {
   vae_tile?: number;
   /** diffusers tile_overlap_factor (default 0.25). */
   vae_tile_overlap?: number;
+  /** img2img / inpainting: the image to start from (width/height 0 take its size). */
+  init_image?: InputImage | null;
+  /** Inpainting mask: white = repaint (binarised at 0.5; resized to the image size if it differs). */
+  mask?: InputImage | null;
+  /** img2img / inpainting strength in (0, 1] (default 0.75): int(steps × strength) steps run. */
+  strength?: number;
+  /** Hires fix ("Latent" upscaler): 0 = off, else the latent upscale factor, 1 to 4. */
+  hires_scale?: number;
+  /** Strength of the hires pass (default 0.5). */
+  hires_strength?: number;
+  /** Steps of the hires pass before the strength cut (0 = steps). */
+  hires_steps?: number;
 }
+/** An input image: PNG or JPEG file bytes, or RGBA pixels (a canvas' ImageData), as plain
+ * number arrays in the settings JSON (`Array.from(uint8array)`). */
+export type InputImage = { bytes: number[] } | { width: number; height: number; rgba: number[] };
 /** One finished step: a preview of the current x0 estimate, one RGBA pixel per latent. */
 export interface StepInfo { step: number; total: number; width: number; height: number; rgba: Uint8ClampedArray; }
 /** The next bytes of the file in order; undefined or null at the end. */
@@ -234,9 +249,10 @@ impl Engine {
     /// (`predicted_peak_gpu_bytes`), from dry runs only (nothing is computed or allocated). Rejects
     /// with a clear message when nothing fits the `gpu_memory` budget.
     pub async fn plan(&self, settings: String) -> Result<String, JsError> {
-        let s = Settings::from_json(&settings).map_err(js_err)?;
+        let s = Settings::from_json(&settings).and_then(|s| s.resolved()).map_err(js_err)?;
         let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
-        model.check_size(&self.gpu, s.width, s.height).map_err(js_err)?;
+        let (w, h) = s.output_size();
+        model.check_size(&self.gpu, w, h).map_err(js_err)?;
         let p = crate::pipeline::plan(&self.gpu, &model, &s).await.map_err(js_err)?;
         Ok(serde_json::to_string(&p).unwrap_or_default())
     }

@@ -42,6 +42,21 @@ fn bad_arguments_exit_2_with_a_clear_message() {
     bad(&["--gpu-memory", "8X"], &["8X", "unknown unit"]);
     bad(&["--vae-tile-overlap", "1.5"], &["overlap 1.5"]);
     bad(&["--vae-tile", "20"], &["VAE tile 20"]);
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/img2img");
+    let init = fx.join("init.png");
+    let init = init.to_str().unwrap();
+    bad(&["--init-image", init, "--strength", "0"], &["strength 0", "at most 1"]);
+    bad(&["--init-image", init, "--strength", "1.5"], &["strength 1.5"]);
+    bad(&["--mask", init], &["mask needs an init image"]);
+    bad(&["--init-image", fx.join("cases.json").to_str().unwrap()], &["init image: not a PNG or JPEG"]);
+    bad(&["--hires-scale", "3"], &["3072x3072", "--hires-scale"]);
+    bad(&["--hires-scale", "1.5", "--hires-strength", "0"], &["hires strength 0"]);
+    bad(&["--hires-scale", "2", "--init-image", init], &["hires fix applies to text-to-image"]);
+    let truncated = std::env::temp_dir().join(format!("sdxl-cli-trunc-{}.png", std::process::id()));
+    let bytes = std::fs::read(fx.join("init.png")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    bad(&["--init-image", truncated.to_str().unwrap()], &["init image: unreadable PNG"]);
+    let _ = std::fs::remove_file(&truncated);
     let out = sdxl(&["generate", "--model", "/nonexistent/model.safetensors", "--prompt", "cat"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -165,5 +180,88 @@ fn json_report_and_dry_run_agree() {
     for w in ["64x64 does not fit", "needs at least", "budget is 2.0 MiB"] {
         assert!(err.contains(w), "{w:?} not in {err}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Inpainting from a JPEG init image and a PNG mask: the size comes from the image, the PNG
+/// records the strength and mask blur as A1111 does.
+#[test]
+fn inpaint_from_jpeg_writes_a1111_parameters() {
+    let dir = std::env::temp_dir().join(format!("sdxl-cli-inpaint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("out.png");
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/img2img");
+    let m = model();
+    let out = sdxl(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "1girl",
+        "--init-image",
+        fx.join("init.jpg").to_str().unwrap(),
+        "--mask",
+        fx.join("mask.png").to_str().unwrap(),
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--seed",
+        "3",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("2 steps in"), "int(4 × 0.5) = 2 steps run: {err}");
+    let bytes = std::fs::read(&png).expect("png written");
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (64, 64), "the init image's size");
+    let text = &info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters").text;
+    assert!(text.contains("Size: 64x64") && text.contains("Denoising strength: 0.5, Mask blur: 0"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The hires fix: the output is the upscaled size, the parameters name the base size and the
+/// hires fields as A1111 writes them.
+#[test]
+fn hires_fix_writes_a1111_parameters() {
+    let dir = std::env::temp_dir().join(format!("sdxl-cli-hires-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("out.png");
+    let m = model();
+    let out = sdxl(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "1girl",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--hires-scale",
+        "1.5",
+        "--hires-steps",
+        "4",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("4 steps in"), "2 + int(4 × 0.5): {err}");
+    let bytes = std::fs::read(&png).expect("png written");
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (96, 96));
+    let text = &info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters").text;
+    assert!(
+        text.contains("Size: 64x64")
+            && text.contains("Denoising strength: 0.5, Hires upscale: 1.5, Hires steps: 4, Hires upscaler: Latent"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -67,7 +67,7 @@ mod cli {
             what: BenchWhat,
         },
         /// Text to image: writes a PNG carrying A1111 `parameters` metadata.
-        Generate(GenerateArgs),
+        Generate(Box<GenerateArgs>),
         /// Print the token ids (chunks of 77) each text encoder gets for a prompt.
         Tokenize {
             /// Prompt text; A1111 emphasis `(x)`, `[x]`, `(x:1.3)`, `\(` and `BREAK` apply.
@@ -97,10 +97,35 @@ mod cli {
         /// encodes the empty string.
         #[arg(long)]
         negative: Option<String>,
-        #[arg(long, default_value_t = 1024)]
-        width: usize,
-        #[arg(long, default_value_t = 1024)]
-        height: usize,
+        /// Image width (default 1024; with --init-image, the image's width rounded down to a
+        /// multiple of 8).
+        #[arg(long)]
+        width: Option<usize>,
+        /// Image height (default 1024; with --init-image, the image's).
+        #[arg(long)]
+        height: Option<usize>,
+        /// img2img: start from this PNG or JPEG (resized with PIL's LANCZOS filter, as diffusers
+        /// does, when --width/--height differ from its size).
+        #[arg(long, value_name = "FILE")]
+        init_image: Option<std::path::PathBuf>,
+        /// img2img / inpainting strength in (0, 1]: int(steps × strength) steps run (diffusers'
+        /// convention).
+        #[arg(long, default_value_t = 0.75)]
+        strength: f32,
+        /// Inpainting mask (PNG or JPEG; white = repaint, binarised at 0.5; resized to the image
+        /// size when it differs). Needs --init-image.
+        #[arg(long, value_name = "FILE")]
+        mask: Option<std::path::PathBuf>,
+        /// Hires fix (A1111's, "Latent" upscaler): upscale the latents by this factor (1 to 4)
+        /// and refine them with an img2img pass.
+        #[arg(long)]
+        hires_scale: Option<f32>,
+        /// Strength of the hires pass.
+        #[arg(long, default_value_t = 0.5)]
+        hires_strength: f32,
+        /// Steps of the hires pass before the strength cut (default: --steps).
+        #[arg(long)]
+        hires_steps: Option<usize>,
         #[arg(long, default_value_t = 25)]
         steps: usize,
         /// Classifier-free guidance scale (≤ 1 turns CFG off).
@@ -219,7 +244,7 @@ mod cli {
             Command::Serve { dir, port, host, mount } => serve::run(&dir, &mount, &host, port),
             Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
             Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
-            Command::Generate(args) => generate(opts, args),
+            Command::Generate(args) => generate(opts, *args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -287,11 +312,25 @@ mod cli {
 
     fn generate(opts: GpuOptions, a: GenerateArgs) -> sdxl_web::Result<()> {
         use sdxl_web::pipeline::{generate_with, Model, Settings};
+        let read = |p: &std::path::Path| -> sdxl_web::Result<sdxl_web::image::InputImage> {
+            let bytes =
+                std::fs::read(p).map_err(|source| sdxl_web::Error::Io { path: p.display().to_string(), source })?;
+            Ok(sdxl_web::image::InputImage::Encoded { bytes })
+        };
+        let init_image = a.init_image.as_deref().map(read).transpose()?;
+        // With an init image, an unset side comes from the image (0 → Settings::resolved).
+        let side = |v: Option<usize>| v.unwrap_or(if init_image.is_some() { 0 } else { 1024 });
         let settings = Settings {
             prompt: a.prompt,
             negative: a.negative,
-            width: a.width,
-            height: a.height,
+            width: side(a.width),
+            height: side(a.height),
+            mask: a.mask.as_deref().map(read).transpose()?,
+            init_image,
+            strength: a.strength,
+            hires_scale: a.hires_scale.unwrap_or(0.0),
+            hires_strength: a.hires_strength,
+            hires_steps: a.hires_steps.unwrap_or(0),
             steps: a.steps,
             cfg: a.cfg,
             seed: a.seed.unwrap_or_else(random_seed),
@@ -304,8 +343,8 @@ mod cli {
             vae_tile: a.vae_tile,
             vae_tile_overlap: a.vae_tile_overlap,
         };
-        // Everything checkable before the (slow) load.
-        settings.validate()?;
+        // Everything checkable before the (slow) load (the images are decoded here too).
+        let settings = settings.resolved()?;
         for p in std::iter::once(&a.model).chain(a.vae.as_ref()) {
             if !p.exists() {
                 let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory");
@@ -346,12 +385,15 @@ mod cli {
         );
         let t1 = std::time::Instant::now();
         let out = pollster::block_on(generate_with(&gpu, &model, &settings, a.dump.is_some(), &mut |p| {
+            // img2img and the hires fix run another number of steps than --steps.
+            bar.set_length(p.total as u64);
             bar.set_position(p.step as u64);
             true
         }))?;
         bar.finish_and_clear();
         let secs = t1.elapsed().as_secs_f64();
-        eprintln!("{} steps in {secs:.1} s ({:.2} it/s)", settings.steps, settings.steps as f64 / secs);
+        let steps = out.report.steps;
+        eprintln!("{steps} steps in {secs:.1} s ({:.2} it/s)", steps as f64 / secs);
         let r = &out.report;
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         eprintln!(

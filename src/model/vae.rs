@@ -340,6 +340,92 @@ impl<'a> VaeDecoder<'a> {
     }
 }
 
+/// The VAE encoder (ldm `encoder.*` + `quant_conv`), F32 activations like the decoder. Shapes in
+/// comments are SDXL at 1024² (image [1, 3, 1024, 1024] → moments [1, 8, 128, 128]).
+pub struct VaeEncoder<'a> {
+    pub config: VaeConfig,
+    params: &'a dyn Params,
+}
+
+impl<'a> VaeEncoder<'a> {
+    pub fn new(config: VaeConfig, params: &'a dyn Params) -> Result<Self> {
+        if config.ch_mult.is_empty() || config.ch == 0 || config.norm_num_groups == 0 {
+            return Err(Error::Input("VAE config: empty ch_mult, zero channels or zero norm groups".into()));
+        }
+        Ok(VaeEncoder { config, params })
+    }
+
+    /// Image [B, in_channels, H, W] in [-1, 1] (H, W multiples of the factor) → the latent
+    /// distribution's parameters [B, 2·embed_dim, H/f, W/f] F32 (mean ++ logvar, diffusers'
+    /// `vae.encode(x).latent_dist.parameters`), unscaled.
+    pub fn encode(&self, gpu: &Gpu, image: &Tensor) -> Result<Tensor> {
+        let cfg = &self.config;
+        let f = cfg.factor();
+        let s = image.shape();
+        if s.len() != 4
+            || s[1] != cfg.in_channels
+            || s[2] == 0
+            || s[3] == 0
+            || !s[2].is_multiple_of(f)
+            || !s[3].is_multiple_of(f)
+        {
+            return Err(Error::Input(format!(
+                "VAE encode: image must be [B, {}, H, W] with H and W multiples of {f}, got {s:?}",
+                cfg.in_channels
+            )));
+        }
+        let root = Scope::new(self.params, PREFIX);
+        let enc = root.sub("encoder");
+        let e = enc.scope();
+        let (top, g) = (cfg.ch_mult.len() - 1, cfg.norm_num_groups);
+        let x = if image.dtype() == DType::F32 { image.clone() } else { ew::cast(gpu, image, DType::F32)? };
+        // [B, 128, 1024, 1024]
+        let mut h = conv(gpu, e.sub("conv_in").scope(), &x, cfg.ch, 3, 1)?;
+        drop(x);
+        // down.0 (full resolution) first; every level but the last ends in a 2× downsample.
+        for level in 0..=top {
+            let out_ch = level_ch(cfg, level);
+            for j in 0..cfg.num_res_blocks {
+                h = resnet(gpu, e.sub(&format!("down.{level}.block.{j}")).scope(), &h, out_ch, g)?;
+            }
+            if level != top {
+                // diffusers' Downsample2D(padding=0): F.pad(x, (0, 1, 0, 1)), 3×3 stride 2.
+                let sub = e.sub(&format!("down.{level}.downsample.conv"));
+                let sc = sub.scope();
+                let w = sc.get("weight", &[out_ch, out_ch, 3, 3])?;
+                let b = sc.get("bias", &[out_ch])?;
+                h = crate::ops::conv::conv2d_padded(gpu, &h, w, Some(b), 2, (0, 1), DType::F32)?;
+            }
+        }
+        // [B, 512, 128, 128]
+        h = resnet(gpu, e.sub("mid.block_1").scope(), &h, level_ch(cfg, top), g)?;
+        h = attn(gpu, e.sub("mid.attn_1").scope(), &h, g)?;
+        h = resnet(gpu, e.sub("mid.block_2").scope(), &h, level_ch(cfg, top), g)?;
+        h = group_norm(gpu, e.sub("norm_out").scope(), &h, g, EPS, true)?;
+        // [B, 8, 128, 128]: double_z
+        h = conv(gpu, e.sub("conv_out").scope(), &h, 2 * cfg.z_channels, 3, 1)?;
+        conv(gpu, root.sub("quant_conv").scope(), &h, 2 * cfg.embed_dim, 1, 1)
+    }
+}
+
+/// diffusers' `DiagonalGaussianDistribution(moments).sample(generator)` times the scaling
+/// factor, on the host in f32: mean, logvar = moments.chunk(2, dim=1); logvar clamped to
+/// [-30, 20]; std = exp(0.5·logvar); `scaling_factor · (mean + std · randn(mean.shape))`. One
+/// image: moments [1, 2c, h, w] flat → latents [1, c, h, w] flat. Draws c·h·w normals from `rng`.
+pub fn sample_latents(moments: &[f32], rng: &mut crate::rng::TorchRng, scaling_factor: f32) -> Vec<f32> {
+    let n = moments.len() / 2;
+    let (mean, logvar) = moments.split_at(n);
+    let eps = rng.randn(n);
+    mean.iter()
+        .zip(logvar)
+        .zip(&eps)
+        .map(|((&m, &lv), &e)| {
+            let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
+            scaling_factor * (m + std * e)
+        })
+        .collect()
+}
+
 /// Image [B, 3, H, W] in [-1, 1] → interleaved RGB u8 per image, as diffusers' image processor:
 /// `(x / 2 + 0.5).clamp(0, 1)`, then `(x · 255).round()` (numpy: ties to even). Fails with `Error::Numeric` on any
 /// non-finite value (an overflow upstream) instead of returning a black image.

@@ -78,6 +78,21 @@ pub fn conv2d(
     pad: usize,
     out: DType,
 ) -> Result<Tensor> {
+    conv2d_padded(gpu, x, w, bias, stride, (pad, pad), out)
+}
+
+/// conv2d with zero padding `(before, after)` on both spatial axes: diffusers' VAE encoder
+/// downsample is `F.pad(x, (0, 1, 0, 1))` then a stride-2 conv without padding, i.e. (0, 1). The
+/// kernel reads are bounds-checked, so the trailing padding is only a larger output.
+pub fn conv2d_padded(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    (pad, pad_after): (usize, usize),
+    out: DType,
+) -> Result<Tensor> {
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() != 4 || ws.len() != 4 {
         return Err(Error::Input(format!("conv2d wants x [B, C, H, W] and W [O, C, kh, kw], got x {xs:?}, W {ws:?}")));
@@ -97,7 +112,8 @@ pub fn conv2d(
             return Err(Error::Input(format!("conv2d: bias must be F16 [{o}], got {:?} {:?}", bt.dtype(), bt.shape())));
         }
     }
-    let (Some(ho), Some(wo)) = (out_size(h, kh, stride, pad), out_size(wd, kw, stride, pad)) else {
+    let size = |n: usize| (n + pad + pad_after).checked_sub(kh).map(|d| d / stride + 1);
+    let (Some(ho), Some(wo)) = (size(h), size(wd)) else {
         return Err(Error::Input(format!(
             "conv2d: input {h}x{wd} is smaller than the {kh}x{kw} kernel with padding {pad}"
         )));
