@@ -33,7 +33,14 @@ fn bad_char(c: char) -> bool {
 impl Embedding {
     /// Parse `bytes` (the whole file; `file` names it in errors) for encoders of widths
     /// `hidden_l` / `hidden_g`; `tok` is the base CLIP-L tokenizer, for the vocabulary check.
-    pub fn parse(name: &str, file: &str, bytes: &[u8], hidden_l: usize, hidden_g: usize, tok: &Tokenizer) -> Result<Self> {
+    pub fn parse(
+        name: &str,
+        file: &str,
+        bytes: &[u8],
+        hidden_l: usize,
+        hidden_g: usize,
+        tok: &Tokenizer,
+    ) -> Result<Self> {
         if name.is_empty() || name.chars().any(bad_char) {
             return Err(Error::Input(format!(
                 "embedding name '{name}': must be non-empty without spaces or any of ()[]{{}}<>:,\\|\"'"
@@ -83,7 +90,12 @@ impl Embedding {
                 crate::weights::StoredDType::F32 => {
                     raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
                 }
-                d => return Err(Error::Weights(format!("{file}: '{}' is stored as {d}; expected F16, BF16 or F32", t.name))),
+                d => {
+                    return Err(Error::Weights(format!(
+                        "{file}: '{}' is stored as {d}; expected F16, BF16 or F32",
+                        t.name
+                    )))
+                }
             };
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(Error::Weights(format!("{file}: '{}' has non-finite values", t.name)));

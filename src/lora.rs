@@ -61,7 +61,9 @@ impl Targets {
         let mut names = HashMap::new();
         for (name, shape) in shapes {
             // Embedding tables and the projection are 2-D but not layers LoRA trainers target.
-            if name.contains("embedding") || name.ends_with("text_projection") || name.ends_with("text_projection.weight")
+            if name.contains("embedding")
+                || name.ends_with("text_projection")
+                || name.ends_with("text_projection.weight")
             {
                 continue;
             }
@@ -279,8 +281,11 @@ fn unsupported(file: &str, h: &Header) -> Error {
     if let Some(k) = find(&|n| n.starts_with("model.diffusion_model.") || n.starts_with("conditioner.")) {
         return Error::Weights(format!("{file}: a model checkpoint (key '{k}'), not a LoRA"));
     }
-    if let Some(k) = find(&|n| n == "clip_l" || n == "clip_g" || n == "emb_params" || n.starts_with("string_to_param")) {
-        return Error::Weights(format!("{file}: a textual-inversion embedding (key '{k}'), not a LoRA; load it as an embedding"));
+    if let Some(k) = find(&|n| n == "clip_l" || n == "clip_g" || n == "emb_params" || n.starts_with("string_to_param"))
+    {
+        return Error::Weights(format!(
+            "{file}: a textual-inversion embedding (key '{k}'), not a LoRA; load it as an embedding"
+        ));
     }
     let first = &h.tensors[0].name;
     Error::Weights(format!(
@@ -367,10 +372,7 @@ fn parse(file: &str, bytes: &[u8], targets: &Targets) -> Result<(&'static str, V
         };
         let Some(t) = targets.find(module) else { return Err(no_target(file, &down.name, module)) };
         if let Some(other) = seen.insert(t.key.clone(), module.clone()) {
-            return Err(Error::Weights(format!(
-                "{file}: modules '{other}' and '{module}' both target '{}'",
-                t.key
-            )));
+            return Err(Error::Weights(format!("{file}: modules '{other}' and '{module}' both target '{}'", t.key)));
         }
         let (ds, us) = (&down.shape, &up.shape);
         let r = ds.first().copied().unwrap_or(0);
@@ -571,7 +573,10 @@ mod tests {
     fn lora_tags() {
         let (t, l) = take_lora_tags("1girl, <lora:style_a:0.8>, smile <lora:b> <hypernet:x:1>").unwrap();
         assert_eq!(t, "1girl, , smile  <hypernet:x:1>");
-        assert_eq!(l, vec![LoraWeight { name: "style_a".into(), weight: 0.8 }, LoraWeight { name: "b".into(), weight: 1.0 }]);
+        assert_eq!(
+            l,
+            vec![LoraWeight { name: "style_a".into(), weight: 0.8 }, LoraWeight { name: "b".into(), weight: 1.0 }]
+        );
         let (_, l) = take_lora_tags("<lora:neg:-0.5>").unwrap();
         assert_eq!(l[0].weight, -0.5);
         assert!(take_lora_tags("<lora:x:abc>").unwrap_err().to_string().contains("'abc' is not a number"));

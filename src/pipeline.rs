@@ -311,7 +311,8 @@ impl Settings {
             s.push_str(", Prediction: v");
         }
         for (k, v) in extra {
-            let quoted = if v.contains([',', ':', '\n']) { serde_json::to_string(v).unwrap_or_default() } else { v.clone() };
+            let quoted =
+                if v.contains([',', ':', '\n']) { serde_json::to_string(v).unwrap_or_default() } else { v.clone() };
             s.push_str(&format!(", {k}: {quoted}"));
         }
         s.push_str(&format!(", Version: sdxl-web {}", env!("CARGO_PKG_VERSION")));
@@ -432,7 +433,14 @@ impl Model {
     /// (the word prompts use). Refused: a name already loaded or in the vocabulary, wrong widths,
     /// SD 1.x files.
     pub fn load_embedding(&self, gpu: &Gpu, name: &str, file: &str, bytes: &[u8]) -> Result<()> {
-        let e = Embedding::parse(name, file, bytes, self.clip_l.cfg.hidden, self.clip_g.cfg.hidden, &self.tokenizers.clip_l)?;
+        let e = Embedding::parse(
+            name,
+            file,
+            bytes,
+            self.clip_l.cfg.hidden,
+            self.clip_g.cfg.hidden,
+            &self.tokenizers.clip_l,
+        )?;
         if self.embeddings.borrow().iter().any(|x| x.name.eq_ignore_ascii_case(name)) {
             return Err(Error::Input(format!("an embedding named '{name}' is already loaded; unload it first")));
         }
@@ -899,7 +907,14 @@ pub async fn generate_with(
 
 /// The cache key of a conditioning: everything `encode_prompt` reads (the text the encoders
 /// see, the LoRAs on them with their weights, the embeddings loaded).
-fn cond_key(prompt: &str, negative: Option<&str>, s: &Settings, cfg_on: bool, loras: &[(Rc<Lora>, f32)], ti: u64) -> String {
+fn cond_key(
+    prompt: &str,
+    negative: Option<&str>,
+    s: &Settings,
+    cfg_on: bool,
+    loras: &[(Rc<Lora>, f32)],
+    ti: u64,
+) -> String {
     let text_loras: Vec<(&str, f32)> =
         loras.iter().filter(|(l, _)| l.touches_text()).map(|(l, w)| (l.name.as_str(), *w)).collect();
     serde_json::json!([prompt, negative, s.clip_skip, cfg_on, text_loras, ti]).to_string()

@@ -6,6 +6,7 @@
 //! compute paths (cheap at 77 tokens; bigG has 32 layers of additions); matmul inputs and
 //! attention run in the path's activation dtype (F16 on the f16 path).
 
+use super::layers::lora_linear;
 use super::Params;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::ops::attention::attention;
@@ -13,7 +14,6 @@ use crate::ops::elementwise::{
     add, cast, concat_channels, embed_tokens, gelu, quick_gelu, slice_rows, transpose_last2,
 };
 use crate::ops::linear::linear;
-use super::layers::lora_linear;
 use crate::ops::norm::layer_norm;
 use crate::prompt::{Chunk, PromptTokens};
 use crate::tokenizer::CONTEXT_LEN;
@@ -116,7 +116,16 @@ impl ClipText {
     /// Linear `name`.weight [n, k] + `name`.bias [n], plus the active LoRAs on it (key `lora_key`,
     /// the weight's full name unless it is a row block of a fused weight).
     #[allow(clippy::too_many_arguments)]
-    fn lin(&self, gpu: &Gpu, p: &dyn Params, x: &Tensor, w: &Tensor, b: &Tensor, lora_key: &str, out: DType) -> Result<Tensor> {
+    fn lin(
+        &self,
+        gpu: &Gpu,
+        p: &dyn Params,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        lora_key: &str,
+        out: DType,
+    ) -> Result<Tensor> {
         let y = linear(gpu, x, w, Some(b), out)?;
         lora_linear(gpu, p, lora_key, x, y)
     }

@@ -79,7 +79,15 @@ pub fn lora_linear(gpu: &Gpu, p: &dyn Params, key: &str, x: &Tensor, mut y: Tens
 
 /// The convolution form: A is a conv with the base layer's kernel, `stride` and `pad`
 /// ([B, in, H, W] → [B, r, Ho, Wo]), B a 1×1 conv to [B, out, Ho, Wo].
-pub fn lora_conv(gpu: &Gpu, p: &dyn Params, key: &str, x: &Tensor, mut y: Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+pub fn lora_conv(
+    gpu: &Gpu,
+    p: &dyn Params,
+    key: &str,
+    x: &Tensor,
+    mut y: Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
     for (down, up, c) in p.lora(key) {
         let t = conv::conv2d(gpu, x, down, None, stride, pad, x.dtype())?;
         let t = ew::scale(gpu, &t, c, 0.0)?;
