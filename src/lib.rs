@@ -1,14 +1,17 @@
 //! sdxl-web: SDXL text-to-image on the user's GPU through wgpu (native Vulkan, browser WebGPU).
 
+pub mod embedding;
 pub mod error;
 pub mod gpu;
 pub mod image;
+pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod sampler;
+pub mod sha256;
 pub mod tokenizer;
 pub mod weights;
 

@@ -4,12 +4,15 @@
 //! worker; only the byte source of the weights and the event loop differ.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::embedding::Embedding;
 use crate::gpu::{now_seconds, DType, Gpu, Tensor};
 use crate::image::InputImage;
+use crate::lora::{Adapted, Lora, LoraWeight, Targets};
 use crate::model::clip::{encode_prompt, ClipConfig, ClipText, Naming};
 use crate::model::unet::{Cond, UNet, UNetConfig};
 use crate::model::vae::{check_tiling, sample_latents, to_rgb8, VaeConfig, VaeDecoder, VaeEncoder, VaeTiling};
@@ -123,6 +126,9 @@ pub struct Settings {
     pub hires_strength: f32,
     /// Steps of the hires pass before the strength cut; 0: `steps`.
     pub hires_steps: usize,
+    /// Loaded LoRAs to apply ([`Model::load_lora`]), each with its weight; `<lora:NAME:WEIGHT>`
+    /// tags in the prompt add to these.
+    pub loras: Vec<LoraWeight>,
 }
 
 /// A byte count written as `7.5G`, `512M`, `24GiB` (binary units) or a plain number of bytes.
@@ -212,6 +218,7 @@ impl Default for Settings {
             hires_scale: 0.0,
             hires_strength: 0.5,
             hires_steps: 0,
+            loras: Vec::new(),
         }
     }
 }
@@ -310,6 +317,9 @@ impl Settings {
                 )));
             }
         }
+        for l in self.loras.iter().chain(&crate::lora::take_lora_tags(&self.prompt)?.1) {
+            l.check()?;
+        }
         Ok(())
     }
 
@@ -372,6 +382,12 @@ impl Settings {
         }
     }
 
+    /// The LoRAs of this generation: `loras`, then the prompt's `<lora:…>` tags.
+    pub fn all_loras(&self) -> Result<Vec<LoraWeight>> {
+        let (_, tags) = crate::lora::take_lora_tags(&self.prompt)?;
+        Ok(self.loras.iter().cloned().chain(tags).collect())
+    }
+
     /// One of the model card's resolution buckets (other sizes work, but the model was not trained on them).
     pub fn is_bucket(&self) -> bool {
         BUCKETS.contains(&(self.width, self.height))
@@ -397,6 +413,13 @@ impl Settings {
     /// A1111 infotext (PNG `parameters`): prompt line(s), `Negative prompt:` line when there is
     /// one, then the settings line that A1111's `parse_generation_parameters` reads.
     pub fn parameters(&self, model_name: &str) -> String {
+        self.parameters_with(model_name, &[])
+    }
+
+    /// [`Settings::parameters`] with extra `key: value` fields before `Version` (A1111's
+    /// `Lora hashes` / `TI hashes`); values with `,` `:` or a newline are JSON-quoted as A1111's
+    /// `infotext_utils.quote` does.
+    pub fn parameters_with(&self, model_name: &str, extra: &[(&str, String)]) -> String {
         let mut s = self.full_prompt();
         if let Some(n) = &self.negative {
             s.push_str(&format!("\nNegative prompt: {n}"));
@@ -434,6 +457,11 @@ impl Settings {
                 self.hires_steps_or_default()
             ));
         }
+        for (k, v) in extra {
+            let quoted =
+                if v.contains([',', ':', '\n']) { serde_json::to_string(v).unwrap_or_default() } else { v.clone() };
+            s.push_str(&format!(", {k}: {quoted}"));
+        }
         s.push_str(&format!(", Version: sdxl-web {}", env!("CARGO_PKG_VERSION")));
         s
     }
@@ -467,6 +495,24 @@ pub struct Model {
     pub clip_g: ClipText,
     /// Shared with the planner's dry copies (building them parses the BPE merges).
     pub tokenizers: std::rc::Rc<SdxlTokenizers>,
+    /// Every LoRA-able layer, by the names LoRA files use.
+    targets: Rc<Targets>,
+    /// Loaded LoRAs by name (GPU tensors, counted by the planner like weights).
+    loras: RefCell<BTreeMap<String, Rc<Lora>>>,
+    /// Loaded textual-inversion embeddings, in token-id order.
+    embeddings: RefCell<Vec<Embedding>>,
+    /// The tokenizers with the embeddings' tokens, and the rows they add to each token table.
+    ti: RefCell<TextualInversion>,
+}
+
+/// What the loaded embeddings add to the text encoders.
+#[derive(Clone)]
+struct TextualInversion {
+    tokenizers: Rc<SdxlTokenizers>,
+    /// Token-table name → [n_total, hidden] F16 rows (ids from the vocabulary size on).
+    rows: HashMap<String, Tensor>,
+    /// Bumped on every change: part of the conditioning cache key.
+    version: u64,
 }
 
 fn weight_bytes(w: &Weights) -> u64 {
@@ -480,6 +526,10 @@ impl Model {
         config.check()?;
         let clip_l = ClipText::new(ClipConfig::from_loaded(&config.text_encoder, Naming::Hf))?;
         let clip_g = ClipText::new(ClipConfig::from_loaded(&config.text_encoder_2, Naming::OpenClip))?;
+        let shapes: HashMap<String, Vec<usize>> =
+            weights.map.iter().map(|(k, t)| (k.clone(), t.shape().to_vec())).collect();
+        let targets = Rc::new(Targets::new(&shapes, config.unet.num_res_blocks));
+        let tokenizers = Rc::new(SdxlTokenizers::new()?);
         // The text encoders live apart: the planner may release them while the UNet runs.
         let (text, rest): (HashMap<String, Tensor>, HashMap<String, Tensor>) =
             weights.map.into_iter().partition(|(k, _)| k.starts_with("conditioner."));
@@ -496,8 +546,98 @@ impl Model {
             vae: config.vae.clone(),
             clip_l,
             clip_g,
-            tokenizers: std::rc::Rc::new(SdxlTokenizers::new()?),
+            ti: RefCell::new(TextualInversion { tokenizers: tokenizers.clone(), rows: HashMap::new(), version: 0 }),
+            tokenizers,
+            targets,
+            loras: RefCell::new(BTreeMap::new()),
+            embeddings: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Parse and upload a LoRA file (`bytes`: the whole `.safetensors`; `file` names it in
+    /// errors) under `name`, replacing one of that name. A file that does not fit this model
+    /// fails whole, with the first offending key named.
+    pub fn load_lora(&self, gpu: &Gpu, name: &str, file: &str, bytes: &[u8]) -> Result<()> {
+        if name.is_empty() || name.contains([':', '<', '>']) {
+            return Err(Error::Input(format!("LoRA name '{name}': must be non-empty without ':', '<' or '>'")));
+        }
+        let lora = Lora::load(gpu, name, file, bytes, &self.targets)?;
+        self.loras.borrow_mut().insert(name.to_string(), Rc::new(lora));
+        Ok(())
+    }
+
+    /// Free a loaded LoRA; false when none has that name.
+    pub fn unload_lora(&self, name: &str) -> bool {
+        self.loras.borrow_mut().remove(name).is_some()
+    }
+
+    /// Names of the loaded LoRAs with their A1111 short hashes.
+    pub fn loras(&self) -> Vec<(String, String)> {
+        self.loras.borrow().values().map(|l| (l.name.clone(), l.hash.clone())).collect()
+    }
+
+    /// Add a textual-inversion embedding (`bytes`: the whole SDXL embedding file) under `name`
+    /// (the word prompts use). Refused: a name already loaded or in the vocabulary, wrong widths,
+    /// SD 1.x files.
+    pub fn load_embedding(&self, gpu: &Gpu, name: &str, file: &str, bytes: &[u8]) -> Result<()> {
+        let e = Embedding::parse(
+            name,
+            file,
+            bytes,
+            self.clip_l.cfg.hidden,
+            self.clip_g.cfg.hidden,
+            &self.tokenizers.clip_l,
+        )?;
+        if self.embeddings.borrow().iter().any(|x| x.name.eq_ignore_ascii_case(name)) {
+            return Err(Error::Input(format!("an embedding named '{name}' is already loaded; unload it first")));
+        }
+        let mut all = self.embeddings.borrow().clone();
+        all.push(e);
+        self.set_embeddings(gpu, all)
+    }
+
+    /// Remove an embedding; false when none has that name.
+    pub fn unload_embedding(&self, gpu: &Gpu, name: &str) -> Result<bool> {
+        let mut all = self.embeddings.borrow().clone();
+        let before = all.len();
+        all.retain(|e| e.name != name);
+        if all.len() == before {
+            return Ok(false);
+        }
+        self.set_embeddings(gpu, all)?;
+        Ok(true)
+    }
+
+    /// Names of the loaded embeddings with their A1111 short hashes.
+    pub fn embeddings(&self) -> Vec<(String, String)> {
+        self.embeddings.borrow().iter().map(|e| (e.name.clone(), e.hash.clone())).collect()
+    }
+
+    /// Rebuild the tokenizers and token-table rows for exactly `all` (ids in this order).
+    fn set_embeddings(&self, gpu: &Gpu, all: Vec<Embedding>) -> Result<()> {
+        let names: Vec<(String, usize)> = all.iter().map(|e| (e.name.clone(), e.n)).collect();
+        let (l, _) = self.tokenizers.clip_l.with_embeddings(&names)?;
+        let (g, _) = self.tokenizers.clip_g.with_embeddings(&names)?;
+        let mut rows = HashMap::new();
+        if !all.is_empty() {
+            let total: usize = all.iter().map(|e| e.n).sum();
+            for (clip, data) in [
+                (&self.clip_l, all.iter().flat_map(|e| e.clip_l.iter().copied()).collect::<Vec<f32>>()),
+                (&self.clip_g, all.iter().flat_map(|e| e.clip_g.iter().copied()).collect()),
+            ] {
+                let tok = match clip.cfg.naming {
+                    Naming::Hf => "embeddings.token_embedding.weight",
+                    Naming::OpenClip => "token_embedding.weight",
+                };
+                let t = Tensor::from_f32(gpu, &[total, clip.cfg.hidden], DType::F16, &data)?;
+                rows.insert(format!("{}{tok}", clip.cfg.prefix), t);
+            }
+        }
+        let version = self.ti.borrow().version + 1;
+        *self.ti.borrow_mut() =
+            TextualInversion { tokenizers: Rc::new(SdxlTokenizers { clip_l: l, clip_g: g }), rows, version };
+        *self.embeddings.borrow_mut() = all;
+        Ok(())
     }
 
     /// Lets the planner release the text encoders: `plans` (from the load) say where their bytes
@@ -521,6 +661,12 @@ impl Model {
     /// Bytes of weights: (UNet + VAE, text encoders).
     pub fn weight_bytes(&self) -> (u64, u64) {
         (weight_bytes(&self.weights), self.text_bytes)
+    }
+
+    /// Bytes of the loaded LoRAs and embedding rows (always resident).
+    pub fn adapter_bytes(&self) -> u64 {
+        self.loras.borrow().values().map(|l| l.bytes()).sum::<u64>()
+            + self.ti.borrow().rows.values().map(|t| t.byte_len_padded()).sum::<u64>()
     }
 
     /// A copy on a dry twin (`Gpu::dry_twin`): same tensors (shapes, sizes), same residency and
@@ -557,6 +703,28 @@ impl Model {
             clip_l: ClipText::new(self.clip_l.cfg.clone())?,
             clip_g: ClipText::new(self.clip_g.cfg.clone())?,
             tokenizers: self.tokenizers.clone(),
+            targets: self.targets.clone(),
+            // LoRAs and embedding rows are GPU tensors like the weights: the twin accounts them.
+            loras: RefCell::new(
+                self.loras
+                    .borrow()
+                    .iter()
+                    .map(|(k, l)| Ok((k.clone(), Rc::new(l.dry_copy(twin)?))))
+                    .collect::<Result<_>>()?,
+            ),
+            embeddings: RefCell::new(self.embeddings.borrow().clone()),
+            ti: RefCell::new({
+                let ti = self.ti.borrow();
+                TextualInversion {
+                    tokenizers: ti.tokenizers.clone(),
+                    rows: ti
+                        .rows
+                        .iter()
+                        .map(|(k, t)| Ok((k.clone(), Tensor::empty_exact(twin, t.shape(), t.dtype())?)))
+                        .collect::<Result<_>>()?,
+                    version: ti.version,
+                }
+            }),
         })
     }
 
@@ -759,6 +927,8 @@ pub struct MemoryPlan {
     /// Weights on the GPU: UNet + VAE, and the text encoders when resident.
     pub unet_vae_weight_bytes: u64,
     pub text_encoder_weight_bytes: u64,
+    /// LoRAs and textual-inversion rows (resident, counted in the peak like weights).
+    pub adapter_bytes: u64,
     /// Candidate plans dry-run before this one fitted.
     pub candidates_tried: usize,
 }
@@ -845,6 +1015,7 @@ pub async fn plan(gpu: &Gpu, model: &Model, s: &Settings) -> Result<MemoryPlan> 
                 predicted_peak_gpu_bytes: 0,
                 unet_vae_weight_bytes: unet_vae,
                 text_encoder_weight_bytes: text,
+                adapter_bytes: model.adapter_bytes(),
                 candidates_tried: tried,
             };
             let twin = gpu.dry_twin();
@@ -904,9 +1075,19 @@ pub async fn generate_with(
     Ok(out)
 }
 
-/// The cache key of a conditioning: everything `encode_prompt` reads.
-fn cond_key(s: &Settings, cfg_on: bool) -> String {
-    serde_json::json!([s.full_prompt(), s.negative, s.clip_skip, cfg_on]).to_string()
+/// The cache key of a conditioning: everything `encode_prompt` reads (the text the encoders
+/// see, the LoRAs on them with their weights, the embeddings loaded).
+fn cond_key(
+    prompt: &str,
+    negative: Option<&str>,
+    s: &Settings,
+    cfg_on: bool,
+    loras: &[(Rc<Lora>, f32)],
+    ti: u64,
+) -> String {
+    let text_loras: Vec<(&str, f32)> =
+        loras.iter().filter(|(l, _)| l.touches_text()).map(|(l, w)| (l.name.as_str(), *w)).collect();
+    serde_json::json!([prompt, negative, s.clip_skip, cfg_on, text_loras, ti]).to_string()
 }
 
 /// One generation under a given plan (also the planner's dry runs).
@@ -921,7 +1102,29 @@ async fn run(
     let t_start = now_seconds();
     let mut sampler = s.sampler()?;
     let mut d = dump.then(Dump::default);
-    let toks = &model.tokenizers;
+    // LoRAs (settings + prompt tags) resolved to loaded files; embeddings' tokenizers and rows.
+    let active: Vec<(Rc<Lora>, f32)> = s
+        .all_loras()?
+        .iter()
+        .map(|lw| {
+            let loaded = model.loras.borrow();
+            let l = loaded.get(&lw.name).cloned().ok_or_else(|| {
+                let names: Vec<&str> = loaded.keys().map(String::as_str).collect();
+                Error::Input(format!(
+                    "LoRA '{}' is not loaded (loaded: {})",
+                    lw.name,
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ))
+            })?;
+            Ok((l, lw.weight))
+        })
+        .collect::<Result<_>>()?;
+    let ti = model.ti.borrow().clone();
+    let toks = &*ti.tokenizers;
+    let emb_names: Vec<String> = model.embeddings.borrow().iter().map(|e| e.name.clone()).collect();
+    // The text the encoders see: LoRA tags removed (A1111), `embedding:NAME` → NAME (ComfyUI).
+    let prompt_text = crate::embedding::strip_prefix(&crate::lora::take_lora_tags(&s.prompt)?.0, &emb_names);
+    let negative_text = s.negative.as_deref().map(|n| crate::embedding::strip_prefix(n, &emb_names));
     // Cached buffers from an earlier run would make the peak depend on history; the limit makes
     // the pool drop its cache before it could push the total past the budget.
     gpu.set_memory_limit(Some(plan.gpu_memory));
@@ -939,15 +1142,15 @@ async fn run(
 
     // Text conditioning. Batch order as diffusers: [negative, positive].
     let t0 = now_seconds();
-    let mut pos = PromptTokens::new(&s.prompt, s.rating, toks)?;
-    let mut neg = s.negative.as_deref().map(|n| PromptTokens::new(n, Rating::None, toks)).transpose()?;
+    let mut pos = PromptTokens::new(&prompt_text, s.rating, toks)?;
+    let mut neg = negative_text.as_deref().map(|n| PromptTokens::new(n, Rating::None, toks)).transpose()?;
     if let Some(n) = neg.as_mut() {
         PromptTokens::pad_pair(&mut pos, n, toks);
     }
     let chunks = pos.chunk_count();
     let cfg_on = s.cfg > 1.0;
     let skip = s.clip_skip;
-    let key = cond_key(s, cfg_on);
+    let key = cond_key(&prompt_text, negative_text.as_deref(), s, cfg_on, &active, ti.version);
     let cached = model.cond.borrow().as_ref().is_some_and(|c| c.key == key);
     let mut reloaded = false;
     if !cached {
@@ -963,10 +1166,11 @@ async fn run(
                 crate::weights::reload_to_gpu(gpu, &model.plans, &comps, model.source.as_deref()).await?
             }
         };
+        let tp = Adapted { base: &tw, loras: &active, rows: &ti.rows };
         let encoded = async {
-            let cp = encode_prompt(gpu, &tw, &model.clip_l, &model.clip_g, Some(&pos), chunks, skip).await?;
+            let cp = encode_prompt(gpu, &tp, &model.clip_l, &model.clip_g, Some(&pos), chunks, skip).await?;
             Ok::<_, Error>(if cfg_on {
-                let cn = encode_prompt(gpu, &tw, &model.clip_l, &model.clip_g, neg.as_ref(), chunks, skip).await?;
+                let cn = encode_prompt(gpu, &tp, &model.clip_l, &model.clip_g, neg.as_ref(), chunks, skip).await?;
                 (batch2(gpu, &cn.context, &cp.context)?, batch2(gpu, &cn.pooled, &cp.pooled)?)
             } else {
                 (cp.context, cp.pooled)
@@ -1062,7 +1266,9 @@ async fn run(
         d.f32s.push(("init_latents".into(), vec![1, c, lh, lw], latents.clone()));
     }
 
-    let unet = UNet::new(model.unet.clone(), p)?;
+    let no_rows = HashMap::new();
+    let up = Adapted { base: p, loras: &active, rows: &no_rows };
+    let unet = UNet::new(model.unet.clone(), &up)?;
     let hires_sampler = if s.hires() {
         let mut h = Sampler::new(s.sampler, s.hires_steps_or_default(), s.karras, s.prediction())?;
         h.start_at_strength(s.hires_strength)?;
@@ -1121,7 +1327,30 @@ async fn run(
     drop(image);
     gpu.check()?;
     end_stage(&mut stages.vae, t0);
-    let parameters = s.parameters(&model.name);
+    // A1111's hash fields: every LoRA applied, every embedding a prompt used.
+    let mut extra = Vec::new();
+    if !active.is_empty() {
+        let v: Vec<String> =
+            active.iter().map(|(l, _)| format!("{}: {}", l.name.replace([':', ','], ""), l.hash)).collect();
+        extra.push(("Lora hashes", v.join(", ")));
+    }
+    let used: Vec<String> = {
+        let embs = model.embeddings.borrow();
+        let mut first = crate::tokenizer::VOCAB_SIZE as u32;
+        let all_ids: Vec<u32> =
+            pos.clip_l.iter().chain(neg.iter().flat_map(|n| n.clip_l.iter())).flat_map(|c| c.ids).collect();
+        embs.iter()
+            .filter_map(|e| {
+                let id = first;
+                first += e.n as u32;
+                all_ids.contains(&id).then(|| format!("{}: {}", e.name.replace([':', ','], ""), e.hash))
+            })
+            .collect()
+    };
+    if !used.is_empty() {
+        extra.push(("TI hashes", used.join(", ")));
+    }
+    let parameters = s.parameters_with(&model.name, &extra);
     let png = encode_png(&rgb, w, h, &parameters)?;
     let report = Report {
         peak_gpu_bytes: run_peak,

@@ -40,9 +40,12 @@ const CLIP_SPLIT: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'l
 type Inner = tokenizers::Tokenizer;
 
 /// One SDXL text-encoder tokenizer (CLIP-L or OpenCLIP bigG).
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: Inner,
     pad: u32,
+    /// Textual-inversion tokens: the id of `name` → the ids of `name`, `name_1`, … (all vectors).
+    expand: std::collections::HashMap<u32, Vec<u32>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -52,7 +55,7 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 /// Both SDXL tokenizers, built once.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SdxlTokenizers {
     /// `tokenizer` of the SDXL pipeline (CLIP ViT-L/14), pads with eos.
     pub clip_l: Tokenizer,
@@ -127,7 +130,7 @@ impl Tokenizer {
         specials.push(AddedToken::from("<|endoftext|>", true));
         inner.add_special_tokens(&specials);
         let pad = if bang_pad { 0 } else { EOS };
-        Ok(Self { inner, pad })
+        Ok(Self { inner, pad, expand: Default::default() })
     }
 
     /// The id that fills a sequence after its eos: 49407 for CLIP-L, 0 for bigG.
@@ -139,7 +142,46 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc =
             self.inner.encode_fast(text, false).map_err(|e| Error::Input(format!("cannot tokenize prompt: {e}")))?;
-        Ok(enc.get_ids().to_vec())
+        let ids = enc.get_ids();
+        if self.expand.is_empty() {
+            return Ok(ids.to_vec());
+        }
+        Ok(ids.iter().flat_map(|i| self.expand.get(i).cloned().unwrap_or_else(|| vec![*i])).collect())
+    }
+
+    /// Whether `word` is a vocabulary entry (as a subword or a whole word) or an added token:
+    /// diffusers refuses such a textual-inversion name ("already in tokenizer vocabulary").
+    pub fn in_vocab(&self, word: &str) -> bool {
+        let w = word.to_lowercase();
+        self.inner.token_to_id(&w).is_some() || self.inner.token_to_id(&format!("{w}</w>")).is_some()
+    }
+
+    /// A copy with textual-inversion tokens: for each (name, n vectors), `name`, `name_1`, …,
+    /// `name_{n-1}` become added tokens, as diffusers' `load_textual_inversion` adds them
+    /// (transformers `add_tokens`: matched in the normalized, lower-cased text, even inside
+    /// words), with ids from [`VOCAB_SIZE`] on in order; `name` in a prompt then stands for all n
+    /// ids (diffusers' `maybe_convert_prompt`). Returns the tokenizer and each name's first id.
+    pub fn with_embeddings(&self, embs: &[(String, usize)]) -> Result<(Tokenizer, Vec<u32>)> {
+        let mut t = self.clone();
+        let mut firsts = Vec::new();
+        let mut next = VOCAB_SIZE as u32;
+        for (name, n) in embs {
+            let tokens: Vec<String> =
+                (0..*n).map(|i| if i == 0 { name.clone() } else { format!("{name}_{i}") }).collect();
+            let added: Vec<AddedToken> = tokens.iter().map(|w| AddedToken::from(w.clone(), false)).collect();
+            t.inner.add_tokens(&added);
+            let ids: Vec<u32> = tokens.iter().filter_map(|w| t.inner.token_to_id(w)).collect();
+            let want: Vec<u32> = (next..next + *n as u32).collect();
+            if ids != want {
+                return Err(Error::Input(format!(
+                    "embedding '{name}': its tokens got ids {ids:?}, expected {want:?} (a name clash with another embedding?)"
+                )));
+            }
+            next += *n as u32;
+            firsts.push(want[0]);
+            t.expand.insert(want[0], want);
+        }
+        Ok((t, firsts))
     }
 
     /// What diffusers feeds the encoder: bos, the first 75 ids, eos, then pad to 77

@@ -164,6 +164,18 @@ mod cli {
         /// Overlap of VAE tiles (diffusers' tile_overlap_factor).
         #[arg(long, default_value_t = 0.25)]
         vae_tile_overlap: f32,
+        /// A LoRA file (kohya or diffusers .safetensors) with its weight (default 1; negative
+        /// allowed): `--lora style.safetensors:0.8`. Repeatable.
+        #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+        loras: Vec<String>,
+        /// Where `<lora:NAME:WEIGHT>` tags in the prompt find NAME.safetensors (A1111 syntax; the
+        /// tag is removed from the text the encoders see).
+        #[arg(long)]
+        lora_dir: Option<std::path::PathBuf>,
+        /// An SDXL textual-inversion embedding (clip_l / clip_g); the prompt uses it by the file's
+        /// stem or `embedding:STEM`. Repeatable.
+        #[arg(long = "embedding", value_name = "FILE")]
+        embeddings: Vec<std::path::PathBuf>,
         /// Print one JSON report on stdout at the end: peak GPU memory, per-stage peaks and times,
         /// the memory plan (progress stays on stderr).
         #[arg(long)]
@@ -342,10 +354,37 @@ mod cli {
             gpu_memory: a.gpu_memory,
             vae_tile: a.vae_tile,
             vae_tile_overlap: a.vae_tile_overlap,
+            loras: Vec::new(),
         };
+        let mut settings = settings;
+        // --lora FILE[:WEIGHT]: the weight is the part after the last ':' when it is a number.
+        let mut lora_files = Vec::new();
+        for spec in &a.loras {
+            let (file, weight) = match spec.rsplit_once(':') {
+                Some((f, w)) if w.parse::<f32>().is_ok() => (f, w.parse::<f32>().unwrap_or(1.0)),
+                _ => (spec.as_str(), 1.0),
+            };
+            let path = std::path::PathBuf::from(file);
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            settings.loras.push(sdxl_web::lora::LoraWeight { name, weight });
+            lora_files.push(path);
+        }
+        // <lora:NAME:…> tags not given by --lora come from --lora-dir.
+        for tag in settings.all_loras()? {
+            if lora_files.iter().any(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == tag.name)) {
+                continue;
+            }
+            let Some(dir) = &a.lora_dir else {
+                return Err(sdxl_web::Error::Input(format!(
+                    "the prompt uses <lora:{}>, but no --lora-dir says where LoRA files are",
+                    tag.name
+                )));
+            };
+            lora_files.push(dir.join(format!("{}.safetensors", tag.name)));
+        }
         // Everything checkable before the (slow) load (the images are decoded here too).
         let settings = settings.resolved()?;
-        for p in std::iter::once(&a.model).chain(a.vae.as_ref()) {
+        for p in std::iter::once(&a.model).chain(a.vae.as_ref()).chain(&lora_files).chain(&a.embeddings) {
             if !p.exists() {
                 let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory");
                 return Err(sdxl_web::Error::Io { path: p.display().to_string(), source });
@@ -378,6 +417,18 @@ mod cli {
         let model = Model::load(&gpu, &a.model, a.vae.as_deref(), |n| bar.set_position(n))?;
         bar.finish_and_clear();
         eprintln!("loaded {} in {:.1} s", model.name, t0.elapsed().as_secs_f64());
+        for p in &lora_files {
+            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let bytes =
+                std::fs::read(p).map_err(|source| sdxl_web::Error::Io { path: p.display().to_string(), source })?;
+            model.load_lora(&gpu, &name, &p.display().to_string(), &bytes)?;
+        }
+        for p in &a.embeddings {
+            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let bytes =
+                std::fs::read(p).map_err(|source| sdxl_web::Error::Io { path: p.display().to_string(), source })?;
+            model.load_embedding(&gpu, &name, &p.display().to_string(), &bytes)?;
+        }
 
         let bar = indicatif::ProgressBar::new(settings.steps as u64).with_style(
             indicatif::ProgressStyle::with_template("step {pos}/{len} {bar:30} {per_sec} ETA {eta}")

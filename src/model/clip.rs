@@ -6,6 +6,7 @@
 //! compute paths (cheap at 77 tokens; bigG has 32 layers of additions); matmul inputs and
 //! attention run in the path's activation dtype (F16 on the f16 path).
 
+use super::layers::lora_linear;
 use super::Params;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::ops::attention::attention;
@@ -112,6 +113,23 @@ impl ClipText {
         Ok(t)
     }
 
+    /// Linear `name`.weight [n, k] + `name`.bias [n], plus the active LoRAs on it (key `lora_key`,
+    /// the weight's full name unless it is a row block of a fused weight).
+    #[allow(clippy::too_many_arguments)]
+    fn lin(
+        &self,
+        gpu: &Gpu,
+        p: &dyn Params,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        lora_key: &str,
+        out: DType,
+    ) -> Result<Tensor> {
+        let y = linear(gpu, x, w, Some(b), out)?;
+        lora_linear(gpu, p, lora_key, x, y)
+    }
+
     /// Run B = ids.len() / 77 sequences. `clip_skip` layers are skipped beyond the penultimate
     /// (diffusers' `clip_skip`: 0 → hidden_states[-2]). `pooled` also runs the last layers, the
     /// final layer norm and the projection for sequence 0.
@@ -137,8 +155,29 @@ impl ClipText {
             Naming::Hf => ("embeddings.token_embedding.weight", "embeddings.position_embedding.weight"),
             Naming::OpenClip => ("token_embedding.weight", "positional_embedding"),
         };
+        let tok_name = format!("{}{tok}", c.prefix);
         let tok = self.w(p, tok, &[c.vocab, h])?;
         let pos = self.w(p, pos, &[c.positions, h])?;
+        // Textual-inversion tokens have ids from `vocab` on: when the prompt uses one, embed
+        // from the table with their rows appended ([vocab + n, H], a transient copy).
+        let extended;
+        let tok = match p.added_rows(&tok_name) {
+            Some(rows) if ids.iter().any(|&i| i as usize >= c.vocab) => {
+                let n = rows.shape()[0];
+                if rows.shape() != [n, h] || rows.dtype() != DType::F16 {
+                    return Err(Error::Input(format!(
+                        "text encoder: embedding rows {:?} {:?} do not fit the [{}, {h}] F16 token table",
+                        rows.shape(),
+                        rows.dtype(),
+                        c.vocab
+                    )));
+                }
+                extended = concat_channels(gpu, &[&tok.reshape(&[1, c.vocab, h])?, &rows.reshape(&[1, n, h])?])?
+                    .reshape(&[c.vocab + n, h])?;
+                &extended
+            }
+            _ => tok,
+        };
         // x: [B, 77, H] F32 residual stream.
         let mut x = embed_tokens(gpu, ids, t, tok, pos, DType::F32)?;
         // hidden_states[k] is the output of k layers; we want k = layers - 1 - clip_skip.
@@ -206,11 +245,14 @@ impl ClipText {
             Naming::Hf => {
                 let l = format!("encoder.layers.{i}.self_attn.");
                 let proj = |w: &str| -> Result<Tensor> {
-                    linear(
+                    let name = format!("{l}{w}_proj.weight");
+                    self.lin(
                         gpu,
+                        p,
                         &n,
-                        self.w(p, &format!("{l}{w}_proj.weight"), &[h, h])?,
-                        Some(self.w(p, &format!("{l}{w}_proj.bias"), &[h])?),
+                        self.w(p, &name, &[h, h])?,
+                        self.w(p, &format!("{l}{w}_proj.bias"), &[h])?,
+                        &format!("{}{name}", c.prefix),
                         act,
                     )
                 };
@@ -224,38 +266,45 @@ impl ClipText {
                 let proj = |j: usize| -> Result<Tensor> {
                     let wj = slice_rows(gpu, w, j * h, (j + 1) * h)?;
                     let bj = slice_rows(gpu, &bias, j, j + 1)?.reshape(&[h])?;
-                    linear(gpu, &n, &wj, Some(&bj), act)
+                    // LoRAs on q/k/v target row block j of the fused weight.
+                    self.lin(gpu, p, &n, &wj, &bj, &format!("{}{l}in_proj_weight#{j}", c.prefix), act)
                 };
                 (proj(0)?, proj(1)?, proj(2)?)
             }
         };
         let a = attention(gpu, &q, &k, &v, c.heads, true)?;
-        let o = linear(
+        let o = self.lin(
             gpu,
+            p,
             &a,
             self.w(p, &format!("{out}.weight"), &[h, h])?,
-            Some(self.w(p, &format!("{out}.bias"), &[h])?),
+            self.w(p, &format!("{out}.bias"), &[h])?,
+            &format!("{}{out}.weight", c.prefix),
             DType::F32,
         )?;
         let x = add(gpu, x, &o)?;
         // MLP: [B, 77, 4H] hidden.
         let n = self.norm(gpu, p, &ln2, &x, act)?;
-        let m = linear(
+        let m = self.lin(
             gpu,
+            p,
             &n,
             self.w(p, &format!("{fc1}.weight"), &[mlp, h])?,
-            Some(self.w(p, &format!("{fc1}.bias"), &[mlp])?),
+            self.w(p, &format!("{fc1}.bias"), &[mlp])?,
+            &format!("{}{fc1}.weight", c.prefix),
             act,
         )?;
         let m = match c.activation {
             Activation::QuickGelu => quick_gelu(gpu, &m)?,
             Activation::Gelu => gelu(gpu, &m)?,
         };
-        let o = linear(
+        let o = self.lin(
             gpu,
+            p,
             &m,
             self.w(p, &format!("{fc2}.weight"), &[h, mlp])?,
-            Some(self.w(p, &format!("{fc2}.bias"), &[h])?),
+            self.w(p, &format!("{fc2}.bias"), &[h])?,
+            &format!("{}{fc2}.weight", c.prefix),
             DType::F32,
         )?;
         add(gpu, &x, &o)
@@ -280,7 +329,8 @@ impl ClipText {
             c.eps,
         )?;
         // transformers and OpenCLIP pool at argmax(ids): eos (49407) is the largest id, and its
-        // first occurrence wins.
+        // first occurrence wins; a textual-inversion token (ids from 49408 on) outranks it, and
+        // diffusers then pools there: so do we.
         let seq = &ids[..CONTEXT_LEN];
         let max = seq.iter().copied().max().unwrap_or(0);
         let eos = seq.iter().position(|&i| i == max).unwrap_or(0) as u32;

@@ -17,6 +17,18 @@ use crate::{Error, Result};
 pub trait Params {
     /// The tensor called `name`; an error naming it when absent.
     fn get(&self, name: &str) -> Result<&Tensor>;
+
+    /// Low-rank updates of the layer whose weight is `key` (canonical name; `#j` for row block j
+    /// of bigG's fused `in_proj_weight`): (A, B, weight · scale) per active LoRA ([`crate::lora`]).
+    fn lora(&self, _key: &str) -> Vec<(&Tensor, &Tensor, f32)> {
+        Vec::new()
+    }
+
+    /// Rows appended to the token-embedding table `name` (textual-inversion vectors, token ids
+    /// from the table's size on): [n, hidden] F16.
+    fn added_rows(&self, _name: &str) -> Option<&Tensor> {
+        None
+    }
 }
 
 impl Params for HashMap<String, Tensor> {

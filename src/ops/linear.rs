@@ -204,5 +204,25 @@ pub fn bench_rows(b: &mut super::bench::Bench) -> Result<()> {
             Ok(())
         })?;
     }
+    // A LoRA-augmented linear (one rank-32 LoRA, the common size, on SDXL's level-1 attention
+    // projection): the base matmul plus the unfused low-rank path of `model::layers::lora_linear`
+    // (A·x, scale, B·(·), add). The row's time against the plain `linear` row above is the LoRA's cost.
+    if b.wants("linear_lora") {
+        let (m, k, n, r) = (4096, 640, 640, 32);
+        let x = bench_tensor(gpu, &[m, k], DType::F16)?;
+        let w = bench_tensor(gpu, &[n, k], DType::F16)?;
+        let bias = bench_tensor(gpu, &[n], DType::F16)?;
+        let down = bench_tensor(gpu, &[r, k], DType::F16)?;
+        let up = bench_tensor(gpu, &[n, r], DType::F16)?;
+        let flops = 2.0 * (m * n * k + m * r * k + m * n * r) as f64;
+        b.time_op("linear_lora", &format!("{m}x{k} -> {n} + rank {r}, f16 act"), flops, || {
+            let y = linear(gpu, &x, &w, Some(&bias), DType::F16)?;
+            let t = linear(gpu, &x, &down, None, DType::F16)?;
+            let t = crate::ops::elementwise::scale(gpu, &t, 0.8, 0.0)?;
+            let d = linear(gpu, &t, &up, None, DType::F16)?;
+            crate::ops::elementwise::add(gpu, &y, &d)?;
+            Ok(())
+        })?;
+    }
     Ok(())
 }

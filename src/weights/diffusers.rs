@@ -97,7 +97,7 @@ fn unet_routes(h: &Header) -> Vec<Option<Route>> {
 }
 
 /// Diffusers UNet name → ldm name; unknown names pass through (and then fail as unexpected).
-fn unet_name(n: &str, per: usize, has: &dyn Fn(&str) -> bool) -> String {
+pub fn unet_name(n: &str, per: usize, has: &dyn Fn(&str) -> bool) -> String {
     const TOP: [(&str, &str); 7] = [
         ("time_embedding.linear_1.", "time_embed.0."),
         ("time_embedding.linear_2.", "time_embed.2."),

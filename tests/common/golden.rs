@@ -102,8 +102,11 @@ impl Reference {
         }
     }
     pub fn image(&self) -> Vec<u8> {
+        self.u8s("image")
+    }
+    pub fn u8s(&self, name: &str) -> Vec<u8> {
         let st = self.st();
-        let v = st.tensor("image").expect("image");
+        let v = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.dtype(), Dtype::U8);
         v.data().to_vec()
     }
@@ -128,9 +131,22 @@ pub fn image_diff(a: &[u8], b: &[u8]) -> (f64, u8) {
 /// Run case `c` (reference files in `dir`) on `model` and compare every stage with the
 /// tolerances above; prints the measured errors and returns the failures (empty: a match).
 pub fn check_case(gpu: &Gpu, model: &Model, dir: &Path, c: &Case, force_f32: bool) -> Vec<String> {
+    check_case_with(gpu, model, dir, c, force_f32, settings(c), F16_UNET_REL_STD)
+}
+
+/// [`check_case`] with the settings given (LoRAs added, tests/lora.rs) and the f16 path's
+/// first-UNet-output tolerance.
+pub fn check_case_with(
+    gpu: &Gpu,
+    model: &Model,
+    dir: &Path,
+    c: &Case,
+    force_f32: bool,
+    s: Settings,
+    f16_unet_rel_std: f64,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let r = Reference::read(dir, c);
-    let s = settings(c);
     let t = std::time::Instant::now();
     let out = pollster::block_on(generate_with(gpu, model, &s, true, &mut |_| true))
         .unwrap_or_else(|e| panic!("{}: {e}", c.name));
@@ -152,7 +168,7 @@ pub fn check_case(gpu: &Gpu, model: &Model, dir: &Path, c: &Case, force_f32: boo
     let (_, want_u) = r.f32s("unet_out_0");
     let (u_err, u_at, _) = super::max_abs_err(&dumped(d, "unet_out_0").2, &want_u);
     let u_rel = u_err as f64 / std_dev(&want_u);
-    let u_tol = if force_f32 { F32_UNET_REL_STD } else { F16_UNET_REL_STD };
+    let u_tol = if force_f32 { F32_UNET_REL_STD } else { f16_unet_rel_std };
     if u_rel > u_tol {
         failures
             .push(format!("{}: first UNet output max err {u_err} at {u_at} ({u_rel:.2e} of std > {u_tol})", c.name));
