@@ -14,6 +14,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::gpu::{DType, Gpu, GpuOptions, Tensor};
+use crate::image::InputImage;
 use crate::pipeline::{Model, Settings};
 use crate::weights::{FileRole, GpuSink, Loader, RangeSource};
 
@@ -49,8 +50,9 @@ export interface Settings {
   /** Steps of the hires pass before the strength cut (0 = steps). */
   hires_steps?: number;
 }
-/** An input image: PNG or JPEG file bytes, or RGBA pixels (a canvas' ImageData), as plain
- * number arrays in the settings JSON (`Array.from(uint8array)`). */
+/** An input image in the settings JSON: PNG or JPEG file bytes, or RGBA pixels (a canvas'
+ * ImageData), as plain number arrays (`Array.from(uint8array)`). Slow for large images: prefer
+ * `Engine.setInitImage` / `Engine.setMask`, which take a Uint8Array. */
 export type InputImage = { bytes: number[] } | { width: number; height: number; rgba: number[] };
 /** One finished step: a preview of the current x0 estimate, one RGBA pixel per latent. */
 export interface StepInfo { step: number; total: number; width: number; height: number; rgba: Uint8ClampedArray; }
@@ -85,6 +87,10 @@ fn js_message(v: &JsValue) -> String {
 pub struct Engine {
     gpu: Gpu,
     model: RefCell<Option<Rc<Model>>>,
+    /// Set by `setInitImage` / `setMask`: used by `plan` and `generate` when the settings JSON
+    /// carries no `init_image` / `mask` of its own.
+    init_image: RefCell<Option<InputImage>>,
+    mask: RefCell<Option<InputImage>>,
 }
 
 /// A finished generation.
@@ -143,7 +149,7 @@ impl Engine {
     /// Acquire WebGPU. `force_f32` selects the f32 compute path even with shader-f16.
     pub async fn create(force_f32: bool) -> Result<Engine, JsError> {
         let gpu = Gpu::new(GpuOptions { force_f32 }).await.map_err(js_err)?;
-        Ok(Engine { gpu, model: RefCell::new(None) })
+        Ok(Engine { gpu, model: RefCell::new(None), init_image: RefCell::new(None), mask: RefCell::new(None) })
     }
 
     /// Adapter, features and granted limits as JSON (the same object as `sdxl info --json`).
@@ -244,12 +250,41 @@ impl Engine {
         Ok(inspection)
     }
 
+    /// The init image of img2img / inpainting for the next `plan` and `generate` calls (until
+    /// replaced): PNG or JPEG file bytes when `width` and `height` are absent, else RGBA pixels
+    /// (a canvas' `ImageData.data`, `width`·`height`·4 bytes). `undefined` clears it. The image is
+    /// decoded here, so an unreadable file is refused at once (nothing is kept then). An
+    /// `init_image` in the settings JSON takes precedence.
+    #[wasm_bindgen(js_name = setInitImage)]
+    pub fn set_init_image(
+        &self,
+        data: Option<Vec<u8>>,
+        width: Option<u32>,
+        height: Option<u32>,
+    ) -> Result<(), JsError> {
+        // Cleared first: a refused image leaves none behind.
+        *self.init_image.borrow_mut() = None;
+        *self.init_image.borrow_mut() = input_image(data, width, height, "init image")?;
+        Ok(())
+    }
+
+    /// The inpainting mask for the next `plan` and `generate` calls, as [`Engine::set_init_image`]
+    /// takes the image: white = repaint (grayscale ≥ 0.5), black = keep; resized to the image's
+    /// size when it differs. `undefined` clears it (img2img without a mask).
+    #[wasm_bindgen(js_name = setMask)]
+    pub fn set_mask(&self, data: Option<Vec<u8>>, width: Option<u32>, height: Option<u32>) -> Result<(), JsError> {
+        // Cleared first: a refused mask leaves none behind.
+        *self.mask.borrow_mut() = None;
+        *self.mask.borrow_mut() = input_image(data, width, height, "mask")?;
+        Ok(())
+    }
+
     /// The memory plan `generate` would use for `settings` (JSON [`Settings`]), as JSON: text
     /// encoders resident or streamed, VAE whole or tiled, and the predicted peak
     /// (`predicted_peak_gpu_bytes`), from dry runs only (nothing is computed or allocated). Rejects
     /// with a clear message when nothing fits the `gpu_memory` budget.
     pub async fn plan(&self, settings: String) -> Result<String, JsError> {
-        let s = Settings::from_json(&settings).and_then(|s| s.resolved()).map_err(js_err)?;
+        let s = self.settings(&settings)?.resolved().map_err(js_err)?;
         let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
         let (w, h) = s.output_size();
         model.check_size(&self.gpu, w, h).map_err(js_err)?;
@@ -266,7 +301,7 @@ impl Engine {
         #[wasm_bindgen(unchecked_param_type = "OnStep")] on_step: Function,
         dump: Option<bool>,
     ) -> Result<Image, JsError> {
-        let s = Settings::from_json(&settings).map_err(js_err)?;
+        let s = self.settings(&settings)?;
         let model = self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded"))?;
         let mut step = |p: &crate::pipeline::Progress| -> bool {
             let o = Object::new();
@@ -299,6 +334,43 @@ impl Engine {
             report: serde_json::to_string(&out.report).unwrap_or_default(),
         })
     }
+}
+
+impl Engine {
+    /// The settings JSON with the images of `setInitImage` / `setMask` filled in, validated.
+    fn settings(&self, json: &str) -> Result<Settings, JsError> {
+        let mut s: Settings =
+            serde_json::from_str(json).map_err(|e| js_err(crate::Error::Input(format!("settings: {e}"))))?;
+        if s.init_image.is_none() {
+            s.init_image = self.init_image.borrow().clone();
+        }
+        if s.mask.is_none() {
+            s.mask = self.mask.borrow().clone();
+        }
+        s.validate().map_err(js_err)?;
+        Ok(s)
+    }
+}
+
+/// `setInitImage` / `setMask`'s arguments as an [`InputImage`], checked by decoding it.
+fn input_image(
+    data: Option<Vec<u8>>,
+    width: Option<u32>,
+    height: Option<u32>,
+    what: &str,
+) -> Result<Option<InputImage>, JsError> {
+    let Some(data) = data else { return Ok(None) };
+    let img = match (width, height) {
+        (None, None) => InputImage::Encoded { bytes: data },
+        (Some(w), Some(h)) => InputImage::Rgba { width: w as usize, height: h as usize, rgba: data },
+        _ => {
+            return Err(JsError::new(&format!(
+                "{what}: give both width and height (RGBA pixels) or neither (PNG/JPEG bytes)"
+            )))
+        }
+    };
+    img.decode(what).map_err(js_err)?;
+    Ok(Some(img))
 }
 
 /// The page's `readRange` callback as the reloader's byte source (one file: the checkpoint).

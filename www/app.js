@@ -8,6 +8,8 @@
 import { check, TO_PAGE, TO_WORKER } from "./protocol.js";
 import { BUCKETS, DEFAULTS, isBucket, parseParams, randomSeed, toQuery, validateSettings } from "./params.js";
 import { formatBytes, progressText } from "./format.js";
+import { describeRun, imagesMessage, validateImageSettings } from "./images.js";
+import { imageInputs, imageSettings, setImageSettings, setupImageInput, useImage } from "./imageinput.js";
 
 const $ = (id) => document.getElementById(id);
 const STATES = ["starting", "ready", "loading", "loaded", "generating", "done", "cancelled", "error"];
@@ -114,6 +116,7 @@ function fillForm(model, s) {
   setSelect("gpu-memory", s.gpu_memory);
   setSelect("vae-tile", String(s.vae_tile));
   $("seed").value = String(s.seed);
+  setImageSettings(s);
   syncDependent();
 }
 
@@ -155,6 +158,7 @@ function readForm() {
     gpu_memory: $("gpu-memory").value,
     vae_tile: Number($("vae-tile").value),
     vae_tile_overlap: 0.25,
+    ...imageSettings(),
   };
 }
 
@@ -163,10 +167,10 @@ function readForm() {
 
 let worker = null;
 
-function post(msg) {
+function post(msg, transfer) {
   check(TO_WORKER, msg);
   if (!worker) throw new Error("the worker is not running");
-  worker.postMessage(msg);
+  worker.postMessage(msg, transfer || []);
 }
 
 function startWorker() {
@@ -261,7 +265,7 @@ const HANDLERS = {
     const settings = ui.gen && ui.gen.id === msg.id ? ui.gen.settings : { ...readForm(), seed: msg.seed };
     const blob = new Blob([msg.png], { type: "image/png" });
     const href = URL.createObjectURL(blob);
-    showResult(msg, settings, href);
+    showResult(msg, settings, href, ui.gen && ui.gen.id === msg.id ? ui.gen.run : null);
     $("progress").max = 1;
     $("progress").value = 1;
     $("progress-text").textContent = `done in ${(msg.ms / 1000).toFixed(1)} s`;
@@ -354,10 +358,11 @@ function startLoad(source, label) {
 function generate() {
   if (!$("seed-lock").checked) $("seed").value = String(randomSeed());
   const settings = readForm();
-  const errors = validateSettings(settings);
+  const inputs = imageInputs();
+  const errors = [...validateSettings(settings), ...validateImageSettings(settings, inputs.flags)];
   if (errors.length) return fail(errors.join("; "));
   const id = ui.nextId++;
-  ui.gen = { id, settings, firstStep: null };
+  ui.gen = { id, settings, firstStep: null, run: describeRun(settings, inputs.flags) };
   ui.busy = "generate";
   const stage = $("stage");
   stage.classList.remove("empty");
@@ -369,7 +374,8 @@ function generate() {
   $("progress").max = settings.steps;
   $("progress").value = 0;
   $("progress-text").textContent = "encoding the prompt…";
-  post({ type: "generate", id, settings });
+  const { images, transfer } = imagesMessage(inputs.init, inputs.mask);
+  post({ type: "generate", id, settings, images }, transfer);
   setState("generating");
 }
 
@@ -430,7 +436,7 @@ function memoryLine(r) {
   return `GPU memory peak ${gib(r.peak_gpu_bytes)} of ${gib(p.gpu_memory)}${how.length ? ` · ${how.join(" · ")}` : ""}`;
 }
 
-function showResult(msg, settings, href) {
+function showResult(msg, settings, href, run) {
   const w = msg.width;
   const h = msg.height;
   // The stage: the latest result, big.
@@ -452,6 +458,12 @@ function showResult(msg, settings, href) {
     fillForm(undefined, settings);
     $("seed-lock").checked = true;
   });
+  const png = new Uint8Array(msg.png);
+  const send = (label, inpaint) => {
+    const b = el("button", { type: "button", class: "small", textContent: label });
+    b.addEventListener("click", () => useImage(png, file, inpaint).catch((e) => fail(e.message)));
+    return b;
+  };
   const fig = el(
     "figure",
     { class: "result" },
@@ -460,6 +472,7 @@ function showResult(msg, settings, href) {
       "figcaption",
       {},
       el("div", { class: "muted" }, `seed ${msg.seed} · ${w}×${h} · ${(msg.ms / 1000).toFixed(1)} s`),
+      run ? el("div", { class: "run" }, run) : null,
       el("div", { class: "muted memory" }, memoryLine(msg.report)),
       el(
         "div",
@@ -467,6 +480,8 @@ function showResult(msg, settings, href) {
         el("a", { href, download: file, textContent: `Download ${file}` }),
         el("a", { href: `?${query}`, textContent: "Link", title: "a link that fills the form with these settings" }),
         reuse,
+        send("Send to img2img", false),
+        send("Send to inpaint", true),
       ),
       el("details", {}, el("summary", { textContent: "Parameters" }), el("pre", { textContent: msg.parameters })),
     ),
@@ -621,6 +636,14 @@ function webgpuMissingMessage() {
 
 function main() {
   wire();
+  setupImageInput({
+    onSize: (w, h) => {
+      fillSizes(w, h);
+      syncDependent();
+    },
+    onError: (m) => fail(m),
+    steps: () => num("steps"),
+  });
   const seed = url.seedGiven ? url.settings.seed : randomSeed();
   fillForm(url.model ?? DEFAULTS.model, { ...url.settings, seed });
   $("seed-lock").checked = url.seedGiven;

@@ -5,7 +5,8 @@
 //   {prompt: string, negative: string|null, width, height, steps, cfg, seed,
 //    sampler: "euler"|"euler_a"|"dpmpp_2m"|"ddim", karras: bool,
 //    rating: "none"|"sensitive"|"questionable"|"explicit", clip_skip: number, v_prediction: bool,
-//    gpu_memory: "7.5G"|bytes, vae_tile: px (0 = automatic), vae_tile_overlap}
+//    gpu_memory: "7.5G"|bytes, vae_tile: px (0 = automatic), vae_tile_overlap,
+//    strength, hires_scale (0 = off), hires_strength, hires_steps (0 = steps)}
 //   negative null = no negative prompt (zero conditioning); "" = the empty string encoded.
 //
 // Page -> worker:
@@ -13,7 +14,11 @@
 //   {type: "selfTest", values: number[]}           smoke kernel -> "selfTest"
 //   {type: "load", source}                         source = {kind: "url", url} | {kind: "file", file: File}
 //                                                  -> "loadProgress"* then "loaded" | "error"
-//   {type: "generate", id: number, settings}       -> "step"* then "result" | "cancelled" | "error"
+//   {type: "generate", id: number, settings, images?}
+//                                                  -> "step"* then "result" | "cancelled" | "error"
+//       images = {init: InputImage|null, mask: InputImage|null} (absent: text-to-image), where
+//       InputImage = {bytes: Uint8Array} (PNG/JPEG file) | {width, height, rgba: Uint8Array};
+//       sent with their buffers transferred (images.js: imagesMessage / applyImages)
 //   {type: "cancel"}                               stop the running download or generation
 //   {type: "listCache"}                            -> "cache"
 //   {type: "deleteCache", key: string}             -> "cache"

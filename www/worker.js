@@ -3,6 +3,7 @@
 // or between denoising steps.
 import init, { Engine } from "./pkg/sdxl_web.js";
 import { check, TO_WORKER } from "./protocol.js";
+import { applyImages } from "./images.js";
 import { openUrl, openFile, listCached, deleteCached, opfsStore, rangeReader } from "./download.js";
 
 let engine = null;
@@ -56,7 +57,7 @@ async function load(source) {
   }
 }
 
-async function generate(id, settings) {
+async function generate(id, settings, images) {
   if (!engine || !engine.hasModel()) throw new Error("load a model before generating");
   job = { kind: "generate", id, abort: null, cancelled: false };
   const t0 = performance.now();
@@ -65,6 +66,7 @@ async function generate(id, settings) {
       post({ type: "step", id, step: p.step, total: p.total, preview: { width: p.width, height: p.height, rgba: p.rgba } }, [p.rgba.buffer]);
       return !job.cancelled;
     };
+    applyImages(engine, images); // the init image and mask (null: cleared)
     const img = await engine.generate(JSON.stringify(settings), onStep);
     const png = img.png;
     post(
@@ -114,7 +116,7 @@ self.onmessage = async (ev) => {
     } else if (msg.type === "load") {
       await load(msg.source);
     } else if (msg.type === "generate") {
-      await generate(msg.id, msg.settings);
+      await generate(msg.id, msg.settings, msg.images);
     } else if (msg.type === "listCache") {
       await sendCache();
     } else if (msg.type === "deleteCache") {

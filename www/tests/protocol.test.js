@@ -13,6 +13,10 @@ const toWorker = [
   { type: "load", source: { kind: "url", url: "https://h.test/m.safetensors" } },
   { type: "load", source: { kind: "file", file: new Blob([]) } },
   { type: "generate", id: 1, settings },
+  {
+    type: "generate", id: 2, settings: { ...settings, strength: 0.6 },
+    images: { init: { bytes: new Uint8Array(8) }, mask: { width: 1, height: 1, rgba: new Uint8Array(4) } },
+  },
   { type: "cancel" },
   { type: "listCache" },
   { type: "deleteCache", key: "0123456789abcdef-m" },
