@@ -534,3 +534,102 @@ fn full_size_checkpoint_streams_with_bounded_wasm_memory() {
     }
     b.screenshot("full-size-load.png");
 }
+
+/// Inpainting through the UI: the init image dropped on the page, the mask painted with pen and
+/// touch pointer events on the mask canvas, strength set on the slider; the browser's PNG equals
+/// the CLI's for the same init image and the mask exported from the page.
+#[test]
+fn browser_inpaints_what_the_cli_inpaints() {
+    const STRENGTH: &str = "0.8";
+    let b = Browser::start(&[]);
+    let query = format!(
+        "?model={}&prompt={}&negative={}&seed={SEED}&steps=5&cfg=5&w=64&h=64&sampler=euler_a",
+        enc("/fixtures/tiny-sdxl/tiny-sdxl.safetensors"),
+        enc(PROMPT),
+        enc(NEGATIVE)
+    );
+    b.visit(&query);
+    let (state, err) = b.wait_for(&["ready"]);
+    assert_eq!(state, "ready", "{err}");
+    b.exec("document.querySelector('#load').click(); return null");
+    let (state, err) = b.wait_for(&["loaded"]);
+    assert_eq!(state, "loaded", "{err}");
+
+    // Drop the init image (a real File in a DataTransfer, as a drag from the desktop carries it).
+    b.exec(
+        "fetch('/fixtures/img2img/init.png').then(r => r.blob()).then(blob => {
+           const dt = new DataTransfer();
+           dt.items.add(new File([blob], 'init.png', {type: 'image/png'}));
+           document.querySelector('#image-section').dispatchEvent(
+             new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+         }); return null",
+    );
+    let t = Instant::now();
+    while b.exec("return document.body.dataset.initImage || ''") != "64x64" {
+        let (state, err) = b.state();
+        assert_ne!(state, "error", "dropping the init image failed: {err}");
+        assert!(t.elapsed() < Duration::from_secs(30), "the dropped init image was not shown");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Inpaint mode, a 16 px brush, strength; then two strokes (pen, touch) in image pixels.
+    let painted = b.exec(&format!(
+        "const set = (sel, prop, v, ev) => {{ const e = document.querySelector(sel); e[prop] = v;
+           e.dispatchEvent(new Event(ev, {{bubbles: true}})); }};
+         set('#inpaint', 'checked', true, 'change');
+         set('#brush', 'value', '16', 'input');
+         set('#strength', 'value', '{STRENGTH}', 'input');
+         const c = document.querySelector('#mask-canvas');
+         const r = c.getBoundingClientRect();
+         const at = (x, y) => ({{clientX: r.left + x * r.width / 64, clientY: r.top + y * r.height / 64}});
+         const ev = (type, id, kind, x, y) => c.dispatchEvent(new PointerEvent(type, {{pointerId: id,
+           pointerType: kind, isPrimary: true, button: type === 'pointermove' ? -1 : 0,
+           buttons: type === 'pointerup' ? 0 : 1, bubbles: true, cancelable: true, ...at(x, y)}}));
+         ev('pointerdown', 2, 'pen', 8, 44); ev('pointermove', 2, 'pen', 28, 30);
+         ev('pointermove', 2, 'pen', 50, 18); ev('pointerup', 2, 'pen', 50, 18);
+         ev('pointerdown', 3, 'touch', 40, 54); ev('pointermove', 3, 'touch', 56, 50); ev('pointerup', 3, 'touch', 56, 50);
+         return [r.width, r.height, window.sdxlImages.coverage(), getComputedStyle(c).touchAction];"
+    ));
+    b.screenshot("inpaint-mask.png");
+    eprintln!("mask canvas {}x{} css px, coverage {}, touch-action {}", painted[0], painted[1], painted[2], painted[3]);
+    let coverage = painted[2].as_f64().unwrap_or(0.0);
+    assert!(painted[0].as_f64().unwrap_or(0.0) > 0.0, "the mask canvas is not displayed: {painted}");
+    assert!((0.1..0.9).contains(&coverage), "the painted strokes cover {coverage} of the mask");
+    assert_eq!(painted[3], "none", "the mask canvas must not pan or zoom on touch");
+
+    b.exec("document.querySelector('#generate').click(); return null");
+    let (state, err) = b.wait_for(&["done"]);
+    b.screenshot("inpaint.png");
+    assert_eq!(state, "done", "inpainting ended in {state:?}: {err}");
+    let run = b.exec("return document.querySelector('#gallery .result .run').textContent");
+    assert_eq!(run, format!("inpaint · strength {STRENGTH} (4 of 5 steps)"));
+
+    // The CLI with the same init image and the page's mask.
+    let dir = std::env::temp_dir().join(format!("sdxl-browser-inpaint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mask_url = b.exec("return window.sdxlImages.maskPng()");
+    let mask_png =
+        b64decode(mask_url.as_str().and_then(|u| u.strip_prefix("data:image/png;base64,")).expect("mask PNG"));
+    let (mask_path, cli_png) = (dir.join("mask.png"), dir.join("cli.png"));
+    std::fs::write(&mask_path, &mask_png).unwrap();
+    let model = root().join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
+    let init = root().join("tests/fixtures/img2img/init.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_sdxl"))
+        .args(["--f32", "generate", "--model", model.to_str().unwrap(), "--prompt", PROMPT, "--negative", NEGATIVE])
+        .args(["--width", "64", "--height", "64", "--steps", "5", "--cfg", "5", "--seed", SEED, "--sampler", "euler_a"])
+        .args(["--init-image", init.to_str().unwrap(), "--mask", mask_path.to_str().unwrap(), "--strength", STRENGTH])
+        .args(["--output", cli_png.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sdxl generate failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (cli_rgb, cw, ch, cli_params) = decode_png(&std::fs::read(&cli_png).unwrap());
+    let (rgb, w, h, params) = decode_png(&result_png(&b));
+    assert_eq!((w, h), (cw, ch));
+    assert_eq!(params, cli_params, "the browser's PNG parameters differ from the CLI's");
+    assert!(params.contains(&format!("Denoising strength: {STRENGTH}")), "{params}");
+    let diff: Vec<f64> = rgb.iter().zip(&cli_rgb).map(|(&a, &b)| (a as f64 - b as f64).abs()).collect();
+    let mean = diff.iter().sum::<f64>() / diff.len() as f64;
+    let max = diff.iter().cloned().fold(0.0, f64::max);
+    eprintln!("inpaint, browser vs CLI ({w}x{h}): mean |diff| {mean:.4}/255, max {max}/255");
+    assert!(mean <= MAX_MEAN_DIFF, "browser and CLI inpainting differ by {mean}/255 on average");
+    let _ = std::fs::remove_dir_all(&dir);
+}
