@@ -631,5 +631,13 @@ fn browser_inpaints_what_the_cli_inpaints() {
     let max = diff.iter().cloned().fold(0.0, f64::max);
     eprintln!("inpaint, browser vs CLI ({w}x{h}): mean |diff| {mean:.4}/255, max {max}/255");
     assert!(mean <= MAX_MEAN_DIFF, "browser and CLI inpainting differ by {mean}/255 on average");
+
+    // "Send to img2img" on the result makes it the init image, with inpainting off.
+    b.exec("[...document.querySelectorAll('#gallery .result button')].find(x => x.textContent === 'Send to img2img').click(); return null");
+    let t = Instant::now();
+    while b.exec("return document.querySelector('#inpaint').checked === false && !document.querySelector('#image-clear').disabled && !document.querySelector('#hires').checked && document.querySelector('#hires').disabled") != true {
+        assert!(t.elapsed() < Duration::from_secs(30), "Send to img2img did not take the result");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
