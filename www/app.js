@@ -8,6 +8,7 @@
 import { check, TO_PAGE, TO_WORKER } from "./protocol.js";
 import { BUCKETS, DEFAULTS, isBucket, parseParams, randomSeed, toQuery, validateSettings } from "./params.js";
 import { formatBytes, progressText } from "./format.js";
+import { createAdapters } from "./adapters.js";
 
 const $ = (id) => document.getElementById(id);
 const STATES = ["starting", "ready", "loading", "loaded", "generating", "done", "cancelled", "error"];
@@ -51,7 +52,7 @@ function statusText(state, error) {
   switch (state) {
     case "starting": return "starting…";
     case "ready": return "ready — load a model";
-    case "loading": return "loading model…";
+    case "loading": return ui.busy === "adapter" ? "loading LoRA / embedding…" : "loading model…";
     case "loaded": return ui.model ? `model: ${ui.model.name}` : "model loaded";
     case "generating": return "generating…";
     case "done": return "done";
@@ -79,6 +80,7 @@ function updateControls() {
   for (const b of $("cache-list").querySelectorAll("button")) {
     b.disabled = b.dataset.act === "load" ? !idle : Boolean(ui.busy);
   }
+  adapters.updateControls();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +197,22 @@ function startWorker() {
   post({ type: "listCache" });
 }
 
+// LoRAs and embeddings (adapters.js): loaded after each model load, one job at a time.
+const adapters = createAdapters({
+  post,
+  fail,
+  canRun: () => ui.ready && ui.loaded && !ui.busy && !ui.deviceLost,
+  busy: () => Boolean(ui.busy) || !ui.ready || ui.deviceLost,
+  begin: () => {
+    ui.busy = "adapter";
+    setState("loading");
+  },
+  end: (state) => {
+    ui.busy = null;
+    setState(state);
+  },
+});
+
 function failWorker(message) {
   const what = ui.started ? "worker failed" : "worker failed to start";
   ui.ready = false;
@@ -236,10 +254,12 @@ const HANDLERS = {
     showLoaded(msg);
     setState("loaded");
     post({ type: "listCache" });
-    if (ui.autorun) {
-      ui.autorun = false;
-      generate();
-    }
+    adapters.modelLoaded(() => {
+      if (ui.autorun) {
+        ui.autorun = false;
+        generate();
+      }
+    });
   },
 
   step(msg) {
@@ -294,9 +314,13 @@ const HANDLERS = {
 
   cache(msg) {
     renderCache(msg.entries);
+    adapters.renderCache(msg.adapters);
   },
 
+  ...adapters.handlers,
+
   error(msg) {
+    if (msg.during === "adapter" || ui.busy === "adapter" || msg.deviceLost) adapters.workerError();
     if (msg.deviceLost) {
       ui.deviceLost = true;
       ui.ready = false;
@@ -343,6 +367,7 @@ function startLoad(source, label) {
   ui.busy = "load";
   ui.loaded = false;
   ui.pendingLoad = { url: source.kind === "url" ? source.url : null, label };
+  adapters.modelUnloaded();
   $("model-info").hidden = true;
   $("load-progress").hidden = false;
   $("load-bar").removeAttribute("value");
@@ -354,6 +379,7 @@ function startLoad(source, label) {
 function generate() {
   if (!$("seed-lock").checked) $("seed").value = String(randomSeed());
   const settings = readForm();
+  settings.loras = adapters.loras(settings.prompt);
   const errors = validateSettings(settings);
   if (errors.length) return fail(errors.join("; "));
   const id = ui.nextId++;
@@ -446,7 +472,7 @@ function showResult(msg, settings, href) {
   const file = `sdxl-${msg.seed}.png`;
   const img = el("img", { src: href, alt: settings.prompt || "result", title: msg.parameters, width: w, height: h });
   if (w < 256) img.classList.add("pixel");
-  const query = toQuery(ui.model && ui.model.url, settings);
+  const query = toQuery(ui.model && ui.model.url, settings, adapters.shareable());
   const reuse = el("button", { type: "button", class: "small", textContent: "Use settings" });
   reuse.addEventListener("click", () => {
     fillForm(undefined, settings);
@@ -568,6 +594,7 @@ function showDevice(info) {
 // Wiring
 
 function wire() {
+  adapters.wire();
   $("use-negative").addEventListener("change", syncDependent);
   $("sampler").addEventListener("change", syncDependent);
   $("size").addEventListener("change", syncDependent);
@@ -624,6 +651,7 @@ function main() {
   const seed = url.seedGiven ? url.settings.seed : randomSeed();
   fillForm(url.model ?? DEFAULTS.model, { ...url.settings, seed });
   $("seed-lock").checked = url.seedGiven;
+  adapters.init(url.loras, url.embeddings);
   setState("starting");
   const problems = [...url.errors, ...(ui.gpuMissing ? [webgpuMissingMessage()] : [])];
   if (problems.length) fail(problems.join("\n"));
