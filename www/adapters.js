@@ -104,7 +104,8 @@ export function createAdapters(app) {
       }
       render();
       if (msg.cancelled) app.end("cancelled");
-      else app.fail(`${LABEL[msg.kind]} ${msg.name}: ${msg.message}`);
+      // Engine messages already start with the name ("style: …").
+      else app.fail(`${LABEL[msg.kind]} ${msg.message.startsWith(`${msg.name}:`) ? "" : `${msg.name}: `}${msg.message}`);
     },
     adapterUnloaded() {},
   };
