@@ -49,7 +49,12 @@ export interface Settings {
   hires_strength?: number;
   /** Steps of the hires pass before the strength cut (0 = steps). */
   hires_steps?: number;
+  /** Loaded LoRAs to apply (`Engine.loadLora`), each with its weight (default 1); prompt tags
+   * `<lora:NAME:WEIGHT>` name loaded LoRAs too. */
+  loras?: { name: string; weight?: number }[];
 }
+/** A loaded LoRA or embedding: its name (what settings and prompts use) and A1111 short hash. */
+export interface LoadedAdapter { name: string; hash: string; }
 /** An input image in the settings JSON: PNG or JPEG file bytes, or RGBA pixels (a canvas'
  * ImageData), as plain number arrays (`Array.from(uint8array)`). Slow for large images: prefer
  * `Engine.setInitImage` / `Engine.setMask`, which take a Uint8Array. */
@@ -70,8 +75,34 @@ export type OnStep = (info: StepInfo) => boolean;
 /// Bytes uploaded between waits for the GPU queue, so the browser's staging memory stays bounded.
 const UPLOAD_WINDOW: u64 = 256 << 20;
 
+/// The largest LoRA file `loadLora` accepts: the whole file is held in wasm memory (with its
+/// f32 copy while parsing), and SDXL LoRAs are 10 MB to ~900 MB.
+pub const MAX_LORA_BYTES: u64 = 1 << 30;
+/// The largest embedding file `loadEmbedding` accepts (an SDXL embedding of 75 vectors in f32 is
+/// 0.6 MB).
+pub const MAX_EMBEDDING_BYTES: u64 = 16 << 20;
+
 fn js_err(e: crate::Error) -> JsError {
     JsError::new(&e.to_string())
+}
+
+/// The JS `Error.name` of a file the engine refused (bad header, wrong tensors, not for this
+/// model, too large): the worker then drops the file from its cache.
+const INVALID_FILE: &str = "InvalidFileError";
+
+/// `e` as a JS `Error`; named [`INVALID_FILE`] when it says the file cannot be used
+/// ([`crate::Error::Weights`], and with `input_is_file` also [`crate::Error::Input`]).
+fn file_err(e: crate::Error, input_is_file: bool) -> JsValue {
+    let invalid = matches!(e, crate::Error::Weights(_)) || (input_is_file && matches!(e, crate::Error::Input(_)));
+    invalid_if(&e.to_string(), invalid)
+}
+
+fn invalid_if(message: &str, invalid: bool) -> JsValue {
+    let err = js_sys::Error::new(message);
+    if invalid {
+        err.set_name(INVALID_FILE);
+    }
+    err.into()
 }
 
 /// The message of a JS exception (an `Error`'s `.message`, else its string form).
@@ -199,7 +230,10 @@ impl Engine {
     /// range: with it the memory planner may release the text encoders during sampling (and
     /// stream them back for a new prompt); without it they stay on the GPU.
     /// Returns the inspection (layout, parameter counts, config) as JSON. A failed load frees
-    /// everything it allocated; the previous model is unloaded first either way.
+    /// everything it allocated; the previous model (with its LoRAs and embeddings) is unloaded
+    /// first either way. A file that cannot be used rejects with an `Error` named
+    /// `InvalidFileError` (a download cache should drop it); read and GPU failures keep the
+    /// plain `Error` name.
     pub async fn load(
         &self,
         name: String,
@@ -207,13 +241,13 @@ impl Engine {
         #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
         #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
         #[wasm_bindgen(unchecked_optional_param_type = "ReadRange")] read_range: Option<Function>,
-    ) -> Result<String, JsError> {
+    ) -> Result<String, JsValue> {
         self.unload();
         let gpu = &self.gpu;
         let mut loader = Loader::new(GpuSink::new(gpu), DType::F16, "single-file");
         loader
             .begin_file(name.clone(), FileRole::SingleFile { with_vae: true }, size.map(|s| s as u64))
-            .map_err(js_err)?;
+            .map_err(|e| file_err(e, false))?;
         let (mut since_wait, mut loaded) = (0u64, 0u64);
         let total = size.map(JsValue::from).unwrap_or(JsValue::UNDEFINED);
         loop {
@@ -226,7 +260,7 @@ impl Engine {
                 .dyn_into::<Uint8Array>()
                 .map_err(|_| JsError::new(&format!("{name}: read() must resolve to a Uint8Array")))?;
             let bytes = arr.to_vec();
-            loader.push(&bytes).map_err(js_err)?;
+            loader.push(&bytes).map_err(|e| file_err(e, false))?;
             since_wait += bytes.len() as u64;
             loaded += bytes.len() as u64;
             if let Some(f) = &progress {
@@ -238,8 +272,8 @@ impl Engine {
                 gpu.check().map_err(js_err)?;
             }
         }
-        loader.end_file().map_err(js_err)?;
-        let loaded = loader.finish().map_err(js_err)?;
+        loader.end_file().map_err(|e| file_err(e, false))?;
+        let loaded = loader.finish().map_err(|e| file_err(e, false))?;
         let inspection = serde_json::to_string(&loaded.inspection).unwrap_or_default();
         let weights = loaded.sink.into_weights().map_err(js_err)?;
         queue_idle(gpu).await;
@@ -277,6 +311,79 @@ impl Engine {
         *self.mask.borrow_mut() = None;
         *self.mask.borrow_mut() = input_image(data, width, height, "mask")?;
         Ok(())
+    }
+
+    /// Add a LoRA (a kohya or diffusers/PEFT `.safetensors`) to the loaded model under `name`
+    /// (what `Settings.loras` and `<lora:NAME:WEIGHT>` tags use), replacing one of that name.
+    /// `size`, `read` and `progress` are as for [`Engine::load`]; the whole file is read into
+    /// memory (at most 1 GiB). A file that does not fit the model rejects whole (nothing is
+    /// applied) with an `InvalidFileError`. Returns the [`LoadedAdapter`] as JSON. Loading
+    /// another model drops the LoRAs.
+    #[wasm_bindgen(js_name = loadLora)]
+    pub async fn load_lora(
+        &self,
+        name: String,
+        size: Option<f64>,
+        #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
+        #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
+    ) -> Result<String, JsValue> {
+        self.model_or("add a LoRA")?;
+        let bytes = read_all(&name, "LoRA", size, &read, progress.as_ref(), MAX_LORA_BYTES).await?;
+        let model = self.model_or("add a LoRA")?;
+        model.load_lora(&self.gpu, &name, &name, &bytes).map_err(|e| file_err(e, true))?;
+        self.gpu.check().map_err(js_err)?;
+        Ok(adapter_json(model.loras(), &name))
+    }
+
+    /// Add an SDXL textual-inversion embedding (`clip_l` [n, 768] and `clip_g` [n, 1280]) under
+    /// `name`, the word prompts use (also `embedding:NAME`). Refused with an `InvalidFileError`:
+    /// SD 1.x embeddings, wrong widths, a name in the CLIP vocabulary or one already loaded.
+    /// `size`, `read` and `progress` are as for [`Engine::load`] (at most 16 MiB). Returns the
+    /// [`LoadedAdapter`] as JSON. Loading another model drops the embeddings.
+    #[wasm_bindgen(js_name = loadEmbedding)]
+    pub async fn load_embedding(
+        &self,
+        name: String,
+        size: Option<f64>,
+        #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
+        #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
+    ) -> Result<String, JsValue> {
+        self.model_or("add an embedding")?;
+        let bytes = read_all(&name, "embedding", size, &read, progress.as_ref(), MAX_EMBEDDING_BYTES).await?;
+        let model = self.model_or("add an embedding")?;
+        model.load_embedding(&self.gpu, &name, &name, &bytes).map_err(|e| file_err(e, true))?;
+        self.gpu.check().map_err(js_err)?;
+        Ok(adapter_json(model.embeddings(), &name))
+    }
+
+    /// Free a loaded LoRA; false when none has that name (or no model is loaded).
+    #[wasm_bindgen(js_name = unloadLora)]
+    pub fn unload_lora(&self, name: &str) -> bool {
+        let Some(model) = self.model.borrow().clone() else { return false };
+        let found = model.unload_lora(name);
+        self.gpu.trim_pool();
+        found
+    }
+
+    /// Remove an embedding; false when none has that name (or no model is loaded).
+    #[wasm_bindgen(js_name = unloadEmbedding)]
+    pub fn unload_embedding(&self, name: &str) -> Result<bool, JsError> {
+        let Some(model) = self.model.borrow().clone() else { return Ok(false) };
+        let found = model.unload_embedding(&self.gpu, name).map_err(js_err)?;
+        self.gpu.trim_pool();
+        Ok(found)
+    }
+
+    /// The loaded LoRAs as a JSON array of [`LoadedAdapter`], by name.
+    pub fn loras(&self) -> String {
+        let list = self.model.borrow().as_ref().map(|m| m.loras()).unwrap_or_default();
+        adapters_json(list)
+    }
+
+    /// The loaded embeddings as a JSON array of [`LoadedAdapter`], in load order.
+    pub fn embeddings(&self) -> String {
+        let list = self.model.borrow().as_ref().map(|m| m.embeddings()).unwrap_or_default();
+        adapters_json(list)
     }
 
     /// The memory plan `generate` would use for `settings` (JSON [`Settings`]), as JSON: text
@@ -350,6 +457,10 @@ impl Engine {
         s.validate().map_err(js_err)?;
         Ok(s)
     }
+
+    fn model_or(&self, what: &str) -> Result<Rc<Model>, JsValue> {
+        self.model.borrow().clone().ok_or_else(|| JsError::new(&format!("load a model before you {what}")).into())
+    }
 }
 
 /// `setInitImage` / `setMask`'s arguments as an [`InputImage`], checked by decoding it.
@@ -371,6 +482,79 @@ fn input_image(
     };
     img.decode(what).map_err(js_err)?;
     Ok(Some(img))
+}
+
+fn adapters_json(list: Vec<(String, String)>) -> String {
+    let v: Vec<_> = list.into_iter().map(|(name, hash)| serde_json::json!({ "name": name, "hash": hash })).collect();
+    serde_json::Value::Array(v).to_string()
+}
+
+fn adapter_json(list: Vec<(String, String)>, name: &str) -> String {
+    let hash = list.into_iter().find(|(n, _)| n == name).map(|(_, h)| h).unwrap_or_default();
+    serde_json::json!({ "name": name, "hash": hash }).to_string()
+}
+
+/// A whole small file from a `read()` callback: refused (as an `InvalidFileError`) past `limit`
+/// bytes, whether announced by `size` or found while reading; a stream shorter than `size` is an
+/// error too.
+async fn read_all(
+    name: &str,
+    what: &str,
+    size: Option<f64>,
+    read: &Function,
+    progress: Option<&Function>,
+    limit: u64,
+) -> Result<Vec<u8>, JsValue> {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let too_big = |n: u64| {
+        invalid_if(
+            &format!(
+                "{name}: {n} bytes ({:.1} MiB) is too large for a {what} file (at most {:.0} MiB here)",
+                mib(n),
+                mib(limit)
+            ),
+            true,
+        )
+    };
+    let size = match size {
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            return Err(JsError::new(&format!("{name}: size {s} is not a byte count")).into())
+        }
+        Some(s) => Some(s as u64),
+        None => None,
+    };
+    if let Some(s) = size.filter(|&s| s > limit) {
+        return Err(too_big(s));
+    }
+    let mut bytes = Vec::with_capacity(size.unwrap_or(0) as usize);
+    let total = size.map(|s| JsValue::from(s as f64)).unwrap_or(JsValue::UNDEFINED);
+    loop {
+        let p = read.call0(&JsValue::NULL).map_err(|e| JsError::new(&js_message(&e)))?;
+        let v = JsFuture::from(Promise::resolve(&p)).await.map_err(|e| JsError::new(&js_message(&e)))?;
+        if v.is_undefined() || v.is_null() {
+            break;
+        }
+        let arr = v
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| JsError::new(&format!("{name}: read() must resolve to a Uint8Array")))?;
+        let n = bytes.len() as u64 + arr.length() as u64;
+        if n > limit {
+            return Err(too_big(n));
+        }
+        if let Some(s) = size.filter(|&s| n > s) {
+            return Err(JsError::new(&format!("{name}: read() gave more than the announced {s} bytes")).into());
+        }
+        let at = bytes.len();
+        bytes.resize(n as usize, 0);
+        arr.copy_to(&mut bytes[at..]);
+        if let Some(f) = progress {
+            let _ = f.call2(&JsValue::NULL, &JsValue::from(n as f64), &total);
+        }
+    }
+    if let Some(s) = size.filter(|&s| bytes.len() as u64 != s) {
+        return Err(JsError::new(&format!("{name}: the file ended at {} of {s} bytes", bytes.len())).into());
+    }
+    Ok(bytes)
 }
 
 /// The page's `readRange` callback as the reloader's byte source (one file: the checkpoint).

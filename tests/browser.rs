@@ -341,6 +341,116 @@ fn browser_generates_what_the_cli_generates() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// LoRAs and embeddings through the page's URL parameters (`lora=URL:WEIGHT`, `embedding=URL`,
+/// loaded by the worker after the model, cached in OPFS): one LoRA case and one embedding case,
+/// each against the CLI with the same files (`--lora FILE:0.8`, `--embedding FILE`); then files
+/// the engine refuses (a model that is JSON, an embedding given as a LoRA) end in a clear error and
+/// are not left in the page's cache lists.
+#[test]
+fn browser_applies_loras_and_embeddings_like_the_cli() {
+    let model = root().join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors");
+    let fx = root().join("tests/fixtures/lora");
+    let dir = std::env::temp_dir().join(format!("sdxl-browser-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |n: &str| fx.join(n).to_str().unwrap().to_string();
+    // (name, prompt, negative, CLI adapter flags, URL adapter parameters)
+    let cases = [
+        (
+            "lora",
+            "1girl, solo, smile, outdoors",
+            "lowres, bad anatomy",
+            vec!["--lora".to_string(), format!("{}:0.8", file("kohya_locon.safetensors"))],
+            format!("&lora={}", enc("/fixtures/lora/kohya_locon.safetensors:0.8")),
+        ),
+        (
+            "embedding",
+            "tinyemb, 1girl, white dress",
+            "negemb, lowres",
+            vec![
+                "--embedding".to_string(),
+                file("tinyemb.safetensors"),
+                "--embedding".to_string(),
+                file("negemb.safetensors"),
+            ],
+            format!(
+                "&embedding={}&embedding={}",
+                enc("/fixtures/lora/tinyemb.safetensors"),
+                enc("/fixtures/lora/negemb.safetensors")
+            ),
+        ),
+    ];
+    let b = Browser::start(&[]);
+    for (name, prompt, negative, flags, params) in &cases {
+        let cli_png = dir.join(format!("{name}.png"));
+        let out = Command::new(env!("CARGO_BIN_EXE_sdxl"))
+            .args(["--f32", "generate", "--model", model.to_str().unwrap(), "--prompt", prompt, "--negative", negative])
+            .args(["--width", "64", "--height", "64", "--steps", STEPS, "--cfg", "5", "--seed", SEED])
+            .args(["--sampler", "euler_a", "--output", cli_png.to_str().unwrap()])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sdxl generate ({name}) failed: {}", String::from_utf8_lossy(&out.stderr));
+        let (cli_rgb, cw, ch, cli_params) = decode_png(&std::fs::read(&cli_png).unwrap());
+
+        b.visit(&format!(
+            "?model={}&prompt={}&negative={}&seed={SEED}&steps={STEPS}&cfg=5&w=64&h=64&sampler=euler_a{params}&autorun=1",
+            enc("/fixtures/tiny-sdxl/tiny-sdxl.safetensors"),
+            enc(prompt),
+            enc(negative)
+        ));
+        let (state, err) = b.wait_for(&["done"]);
+        b.exec("document.querySelector('#adapter-section').scrollIntoView(); return null");
+        b.screenshot(&format!("adapters-{name}.png"));
+        assert_eq!(state, "done", "{name}: the page ended in {state:?}: {err}");
+        let (rgb, w, h, params) = decode_png(&result_png(&b));
+        assert_eq!((w, h), (cw, ch));
+        eprintln!("{name}: parameters {params:?}");
+        assert_eq!(params, cli_params, "{name}: the browser's PNG parameters differ from the CLI's");
+        assert!(params.contains(if *name == "lora" { "Lora hashes" } else { "TI hashes" }), "{params}");
+        let mean = rgb.iter().zip(&cli_rgb).map(|(a, c)| a.abs_diff(*c) as f64).sum::<f64>() / rgb.len() as f64;
+        eprintln!("{name}: browser vs CLI mean |diff| {mean:.4}/255");
+        assert!(mean <= MAX_MEAN_DIFF, "{name}: browser and CLI images differ by {mean}/255 on average");
+    }
+    // The adapters were downloaded into their OPFS caches (listed in the page).
+    let cached = b.exec("return document.querySelector('#adapter-cache').textContent");
+    let cached = cached.as_str().unwrap_or("");
+    for want in ["LoRA kohya_locon", "embedding tinyemb", "embedding negemb"] {
+        assert!(cached.contains(want), "cached adapters {cached:?} lack {want:?}");
+    }
+
+    // Refused files: a clear error, and no cache entry left behind.
+    let bad = [
+        (
+            "?model=/fixtures/tokenizer_cases.json&prompt=x&w=64&h=64&steps=1&autorun=1".to_string(),
+            "not a safetensors file",
+            "#cache-list",
+            "tokenizer_cases",
+        ),
+        (
+            format!(
+                "?model={}&prompt=x&w=64&h=64&steps=1&lora={}&autorun=1",
+                enc("/fixtures/tiny-sdxl/tiny-sdxl.safetensors"),
+                enc("/fixtures/lora/tinyemb.safetensors:0.5")
+            ),
+            "LoRA tinyemb",
+            "#adapter-cache",
+            "LoRA tinyemb",
+        ),
+    ];
+    for (query, want, list, absent) in bad {
+        b.visit(&query);
+        let (state, err) = b.wait_for(&["done"]);
+        eprintln!("{query}: {state}: {err}");
+        assert_eq!(state, "error", "{query} ended in {state:?}");
+        assert!(err.contains(want), "{query}: error {err:?} does not say {want:?}");
+        let text = b.exec(&format!("return document.querySelector('{list}').textContent"));
+        let text = text.as_str().unwrap_or("");
+        assert!(!text.contains(absent), "{query}: the refused file is still cached: {text:?}");
+    }
+    b.screenshot("adapters-error.png");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The wasm library as any page would use it (no worker, no UI): `Engine.create`, `load` from a
 /// fetch body reader, `generate` with `dump`; every stage equals the native CLI's `--dump`. This
 /// is what caught a WGSL compiler difference (a loop-local array not re-zeroed per iteration on

@@ -10,6 +10,7 @@ import { BUCKETS, DEFAULTS, isBucket, parseParams, randomSeed, toQuery, validate
 import { formatBytes, progressText } from "./format.js";
 import { describeRun, imagesMessage, validateImageSettings } from "./images.js";
 import { imageInputs, imageSettings, setImageSettings, setupImageInput, useImage } from "./imageinput.js";
+import { createAdapters } from "./adapters.js";
 
 const $ = (id) => document.getElementById(id);
 const STATES = ["starting", "ready", "loading", "loaded", "generating", "done", "cancelled", "error"];
@@ -53,7 +54,7 @@ function statusText(state, error) {
   switch (state) {
     case "starting": return "starting…";
     case "ready": return "ready — load a model";
-    case "loading": return "loading model…";
+    case "loading": return ui.busy === "adapter" ? "loading LoRA / embedding…" : "loading model…";
     case "loaded": return ui.model ? `model: ${ui.model.name}` : "model loaded";
     case "generating": return "generating…";
     case "done": return "done";
@@ -81,6 +82,7 @@ function updateControls() {
   for (const b of $("cache-list").querySelectorAll("button")) {
     b.disabled = b.dataset.act === "load" ? !idle : Boolean(ui.busy);
   }
+  adapters.updateControls();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +201,22 @@ function startWorker() {
   post({ type: "listCache" });
 }
 
+// LoRAs and embeddings (adapters.js): loaded after each model load, one job at a time.
+const adapters = createAdapters({
+  post,
+  fail,
+  canRun: () => ui.ready && ui.loaded && !ui.busy && !ui.deviceLost,
+  busy: () => Boolean(ui.busy) || !ui.ready || ui.deviceLost,
+  begin: () => {
+    ui.busy = "adapter";
+    setState("loading");
+  },
+  end: (state) => {
+    ui.busy = null;
+    setState(state);
+  },
+});
+
 function failWorker(message) {
   const what = ui.started ? "worker failed" : "worker failed to start";
   ui.ready = false;
@@ -240,10 +258,12 @@ const HANDLERS = {
     showLoaded(msg);
     setState("loaded");
     post({ type: "listCache" });
-    if (ui.autorun) {
-      ui.autorun = false;
-      generate();
-    }
+    adapters.modelLoaded(() => {
+      if (ui.autorun) {
+        ui.autorun = false;
+        generate();
+      }
+    });
   },
 
   step(msg) {
@@ -298,9 +318,13 @@ const HANDLERS = {
 
   cache(msg) {
     renderCache(msg.entries);
+    adapters.renderCache(msg.adapters);
   },
 
+  ...adapters.handlers,
+
   error(msg) {
+    if (msg.during === "adapter" || ui.busy === "adapter" || msg.deviceLost) adapters.workerError();
     if (msg.deviceLost) {
       ui.deviceLost = true;
       ui.ready = false;
@@ -347,6 +371,7 @@ function startLoad(source, label) {
   ui.busy = "load";
   ui.loaded = false;
   ui.pendingLoad = { url: source.kind === "url" ? source.url : null, label };
+  adapters.modelUnloaded();
   $("model-info").hidden = true;
   $("load-progress").hidden = false;
   $("load-bar").removeAttribute("value");
@@ -358,6 +383,7 @@ function startLoad(source, label) {
 function generate() {
   if (!$("seed-lock").checked) $("seed").value = String(randomSeed());
   const settings = readForm();
+  settings.loras = adapters.loras(settings.prompt);
   const inputs = imageInputs();
   const errors = [...validateSettings(settings), ...validateImageSettings(settings, inputs.flags)];
   if (errors.length) return fail(errors.join("; "));
@@ -452,7 +478,7 @@ function showResult(msg, settings, href, run) {
   const file = `sdxl-${msg.seed}.png`;
   const img = el("img", { src: href, alt: settings.prompt || "result", title: msg.parameters, width: w, height: h });
   if (w < 256) img.classList.add("pixel");
-  const query = toQuery(ui.model && ui.model.url, settings);
+  const query = toQuery(ui.model && ui.model.url, settings, adapters.shareable());
   const reuse = el("button", { type: "button", class: "small", textContent: "Use settings" });
   reuse.addEventListener("click", () => {
     fillForm(undefined, settings);
@@ -583,6 +609,7 @@ function showDevice(info) {
 // Wiring
 
 function wire() {
+  adapters.wire();
   $("use-negative").addEventListener("change", syncDependent);
   $("sampler").addEventListener("change", syncDependent);
   $("size").addEventListener("change", syncDependent);
@@ -647,6 +674,7 @@ function main() {
   const seed = url.seedGiven ? url.settings.seed : randomSeed();
   fillForm(url.model ?? DEFAULTS.model, { ...url.settings, seed });
   $("seed-lock").checked = url.seedGiven;
+  adapters.init(url.loras, url.embeddings);
   setState("starting");
   const problems = [...url.errors, ...(ui.gpuMissing ? [webgpuMissingMessage()] : [])];
   if (problems.length) fail(problems.join("\n"));

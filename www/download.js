@@ -659,13 +659,16 @@ export function memoryStore() {
   };
 }
 
-/** The Origin Private File System store (directory "models"); null where OPFS is unavailable. */
-export async function opfsStore() {
+/**
+ * The Origin Private File System store in directory `dirName` ("models"; the worker keeps LoRAs
+ * in "loras" and embeddings in "embeddings"); null where OPFS is unavailable.
+ */
+export async function opfsStore(dirName = MODELS_DIR) {
   try {
     const storage = globalThis.navigator && globalThis.navigator.storage;
     if (!storage || typeof storage.getDirectory !== "function") return null;
     const root = await storage.getDirectory();
-    return directoryStore(await root.getDirectoryHandle(MODELS_DIR, { create: true }));
+    return directoryStore(await root.getDirectoryHandle(dirName, { create: true }));
   } catch {
     return null;
   }

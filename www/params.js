@@ -12,6 +12,8 @@ export const BUCKETS = [
 ];
 
 export const SAMPLERS = ["euler", "euler_a", "dpmpp_2m", "ddim"];
+/** LoRA weights: the engine's bound (`lora::MAX_LORA_WEIGHT`) and the UI slider's range. */
+export const LORA_WEIGHT = { max: 20, sliderMin: -2, sliderMax: 2, step: 0.05 };
 export const RATINGS = ["none", "sensitive", "questionable", "explicit"];
 export const LIMITS = {
   sideMin: 64, sideMax: 2048, sideMultiple: 8,
@@ -96,7 +98,83 @@ export function validateSettings(s) {
   if (typeof s.karras !== "boolean") errors.push("karras: must be true or false");
   if (typeof s.v_prediction !== "boolean") errors.push("v_prediction: must be true or false");
   if (s.sampler === "ddim" && s.karras === true) errors.push("karras: the Karras schedule is not available with ddim");
+  if (s.loras !== undefined) {
+    if (!Array.isArray(s.loras)) errors.push("loras: must be a list of {name, weight}");
+    else {
+      for (const l of s.loras) {
+        if (!l || typeof l.name !== "string" || !validAdapterName("lora", l.name)) {
+          errors.push(`LoRA name ${JSON.stringify(l && l.name)}: must be non-empty without ':', '<' or '>'`);
+        } else if (!okWeight(l.weight)) {
+          errors.push(`LoRA '${l.name}': weight ${l.weight} must be from -${LORA_WEIGHT.max} to ${LORA_WEIGHT.max}`);
+        }
+      }
+    }
+  }
   return errors;
+}
+
+const okWeight = (w) => typeof w === "number" && Number.isFinite(w) && Math.abs(w) <= LORA_WEIGHT.max;
+
+/** Whether `name` can name a LoRA (`Model::load_lora`) or an embedding (`Embedding::parse`). */
+export function validAdapterName(kind, name) {
+  if (typeof name !== "string" || name === "") return false;
+  return kind === "lora" ? !/[:<>]/.test(name) : !/[\s()[\]{}<>:,\\|"']/.test(name);
+}
+
+/**
+ * The name a LoRA or embedding file is used by (A1111: the file's stem): the URL path's last
+ * segment (percent-decoded) or the file name, without `.safetensors`.
+ */
+export function adapterName(urlOrFileName) {
+  let seg = String(urlOrFileName || "");
+  try {
+    seg = new URL(seg).pathname;
+  } catch {
+    // a plain file name
+  }
+  seg = seg.split("/").filter(Boolean).pop() || "";
+  try {
+    seg = decodeURIComponent(seg);
+  } catch {
+    // keep it encoded
+  }
+  return seg.replace(/\.safetensors$/i, "");
+}
+
+/** The LoRA names of a prompt's A1111 tags `<lora:NAME>` / `<lora:NAME:WEIGHT>` (the engine's
+ * `lora::take_lora_tags` reads the same syntax). */
+export function loraTagNames(prompt) {
+  const out = [];
+  for (const m of String(prompt).matchAll(/<(\w+):([^>]+)>/g)) if (m[1] === "lora") out.push(m[2].split(":")[0].trim());
+  return out;
+}
+
+/** `lora=URL[:WEIGHT]` -> {url, weight} (weight 1 when the part after the last ':' is no number). */
+function parseLoraParam(raw, base) {
+  let spec = raw.trim();
+  let weight = 1;
+  const i = spec.lastIndexOf(":");
+  if (i > 0) {
+    const w = parseNum(spec.slice(i + 1));
+    if (w !== undefined) {
+      if (!okWeight(w)) throw new Error(`weight ${spec.slice(i + 1)} must be from -${LORA_WEIGHT.max} to ${LORA_WEIGHT.max}`);
+      weight = w;
+      spec = spec.slice(0, i);
+    }
+  }
+  return { url: absUrl(spec, base), weight };
+}
+
+function absUrl(spec, base) {
+  if (!spec) throw new Error("empty URL");
+  let u;
+  try {
+    u = new URL(spec, base);
+  } catch {
+    throw new Error("not a valid URL");
+  }
+  if (!["http:", "https:", "blob:"].includes(u.protocol)) throw new Error("only http, https and blob URLs");
+  return u.href;
 }
 
 // URL parameter -> [settings field, parser]. A parser returns undefined for an invalid value.
@@ -160,8 +238,34 @@ export function parseParams(search, base) {
   if (settings.sampler === "ddim" && settings.karras) {
     errors.push("invalid URL parameters sampler=ddim&karras=1: the Karras schedule is not available with ddim");
   }
+  const loras = [];
+  const embeddings = [];
+  const names = { lora: new Set(), embedding: new Set() };
+  const add = (kind, raw, entry) => {
+    const name = adapterName(entry.url);
+    if (!validAdapterName(kind, name)) throw new Error(`the file name '${name}' cannot name ${kind === "lora" ? "a LoRA" : "an embedding"}`);
+    if (names[kind].has(name)) throw new Error(`a second ${kind === "lora" ? "LoRA" : "embedding"} named '${name}'`);
+    names[kind].add(name);
+    (kind === "lora" ? loras : embeddings).push({ ...entry, name });
+  };
+  for (const raw of q.getAll("lora")) {
+    try {
+      add("lora", raw, parseLoraParam(raw, base));
+    } catch (e) {
+      errors.push(`invalid URL parameter lora=${raw}: ${e.message} (lora=URL or lora=URL:WEIGHT)`);
+    }
+  }
+  for (const raw of q.getAll("embedding")) {
+    try {
+      add("embedding", raw, { url: absUrl(raw.trim(), base) });
+    } catch (e) {
+      errors.push(`invalid URL parameter embedding=${raw}: ${e.message}`);
+    }
+  }
   return {
     model,
+    loras,
+    embeddings,
     settings,
     seedGiven: q.has("seed") && !bad.has("seed"),
     autorun: Boolean(flags.autorun),
@@ -170,8 +274,12 @@ export function parseParams(search, base) {
   };
 }
 
-/** The query string (no leading "?") that `parseParams` reads back as `model` and `settings`. */
-export function toQuery(model, settings) {
+/**
+ * The query string (no leading "?") that `parseParams` reads back as `model`, `settings` and
+ * `adapters` ({loras: [{url, weight}], embeddings: [{url}]}; entries without a URL, such as
+ * local files, are left out).
+ */
+export function toQuery(model, settings, adapters = {}) {
   const q = new URLSearchParams();
   if (model) q.set("model", model);
   q.set("prompt", settings.prompt);
@@ -188,5 +296,7 @@ export function toQuery(model, settings) {
   if (settings.v_prediction) q.set("v_prediction", "1");
   if (settings.gpu_memory && settings.gpu_memory !== DEFAULTS.settings.gpu_memory) q.set("gpu_memory", settings.gpu_memory);
   if (settings.vae_tile) q.set("vae_tile", String(settings.vae_tile));
+  for (const l of adapters.loras || []) if (l.url) q.append("lora", l.weight === 1 ? l.url : `${l.url}:${l.weight}`);
+  for (const e of adapters.embeddings || []) if (e.url) q.append("embedding", e.url);
   return q.toString();
 }

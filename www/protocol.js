@@ -6,7 +6,8 @@
 //    sampler: "euler"|"euler_a"|"dpmpp_2m"|"ddim", karras: bool,
 //    rating: "none"|"sensitive"|"questionable"|"explicit", clip_skip: number, v_prediction: bool,
 //    gpu_memory: "7.5G"|bytes, vae_tile: px (0 = automatic), vae_tile_overlap,
-//    strength, hires_scale (0 = off), hires_strength, hires_steps (0 = steps)}
+//    strength, hires_scale (0 = off), hires_strength, hires_steps (0 = steps),
+//    loras: [{name, weight}] (names of loaded LoRAs; `<lora:NAME:WEIGHT>` prompt tags too)}
 //   negative null = no negative prompt (zero conditioning); "" = the empty string encoded.
 //
 // Page -> worker:
@@ -19,9 +20,13 @@
 //       images = {init: InputImage|null, mask: InputImage|null} (absent: text-to-image), where
 //       InputImage = {bytes: Uint8Array} (PNG/JPEG file) | {width, height, rgba: Uint8Array};
 //       sent with their buffers transferred (images.js: imagesMessage / applyImages)
-//   {type: "cancel"}                               stop the running download or generation
+//   {type: "loadAdapter", kind, name, source}     kind "lora" | "embedding"; name = what settings and
+//                                                  prompts use; source as for "load"; needs a loaded model
+//                                                  -> "adapterProgress"* then "adapterLoaded" | "adapterFailed"
+//   {type: "unloadAdapter", kind, name}            -> "adapterUnloaded"
+//   {type: "cancel"}                               stop the running download, adapter load or generation
 //   {type: "listCache"}                            -> "cache"
-//   {type: "deleteCache", key: string}             -> "cache"
+//   {type: "deleteCache", key: string, store?}     store "model" (default) | "lora" | "embedding" -> "cache"
 // Worker -> page:
 //   {type: "ready", info}                          info = the JSON of `sdxl info --json`
 //   {type: "selfTest", values: number[]}
@@ -35,8 +40,15 @@
 //   {type: "result", id, png: Uint8Array, parameters: string, seed, width, height, ms, report}
 //       report = `sdxl generate --json`'s object: peak_gpu_bytes, stages, plan, ...
 //   {type: "cancelled", id}                        id null when a load was cancelled
-//   {type: "cache", entries: [{key, url, name, size, stored, complete}]}
-//   {type: "error", message: string, during: "init"|"load"|"generate"|"cache"|"protocol",
+//   {type: "adapterProgress", kind, name, loaded, total, rate, eta, phase}   as loadProgress
+//   {type: "adapterLoaded", kind, name, hash, source}   hash = A1111's short hash; source as "loaded"
+//   {type: "adapterFailed", kind, name, message, cancelled}   the model is unchanged; a downloaded
+//       file the engine refused was removed from the cache
+//   {type: "adapterUnloaded", kind, name, found}
+//   {type: "cache", entries: [{key, url, name, size, stored, complete}], adapters?: {lora: [...], embedding: [...]}}
+//       entries: cached models; adapters: cached LoRAs and embeddings (same entry shape). A file
+//       that failed validation is never listed (it is deleted).
+//   {type: "error", message: string, during: "init"|"load"|"generate"|"adapter"|"cache"|"protocol",
 //    deviceLost: boolean}
 
 export const TO_WORKER = {
@@ -44,6 +56,8 @@ export const TO_WORKER = {
   selfTest: ["values"],
   load: ["source"],
   generate: ["id", "settings"],
+  loadAdapter: ["kind", "name", "source"],
+  unloadAdapter: ["kind", "name"],
   cancel: [],
   listCache: [],
   deleteCache: ["key"],
@@ -57,9 +71,17 @@ export const TO_PAGE = {
   step: ["id", "step", "total", "preview"],
   result: ["id", "png", "parameters", "seed", "width", "height", "ms", "report"],
   cancelled: ["id"],
+  adapterProgress: ["kind", "name", "loaded", "total", "rate", "eta", "phase"],
+  adapterLoaded: ["kind", "name", "hash", "source"],
+  adapterFailed: ["kind", "name", "message", "cancelled"],
+  adapterUnloaded: ["kind", "name", "found"],
   cache: ["entries"],
   error: ["message", "during", "deviceLost"],
 };
+
+/** The kinds of `loadAdapter` / `unloadAdapter`. */
+export const ADAPTER_KINDS = ["lora", "embedding"];
+const WITH_KIND = new Set(["loadAdapter", "unloadAdapter", "adapterProgress", "adapterLoaded", "adapterFailed", "adapterUnloaded"]);
 
 /** Throws unless `msg` is one of `table`'s types and carries its fields. */
 export function check(table, msg) {
@@ -68,6 +90,9 @@ export function check(table, msg) {
   }
   for (const f of table[msg.type]) {
     if (!(f in msg)) throw new Error(`message "${msg.type}" lacks field "${f}"`);
+  }
+  if (WITH_KIND.has(msg.type) && !ADAPTER_KINDS.includes(msg.kind)) {
+    throw new Error(`message "${msg.type}": kind ${JSON.stringify(msg.kind)} is not one of ${ADAPTER_KINDS.join(", ")}`);
   }
   return msg;
 }

@@ -4,11 +4,17 @@
 import init, { Engine } from "./pkg/sdxl_web.js";
 import { check, TO_WORKER } from "./protocol.js";
 import { applyImages } from "./images.js";
-import { openUrl, openFile, listCached, deleteCached, opfsStore, rangeReader } from "./download.js";
+import { openUrl, openFile, listCached, deleteCached, opfsStore, rangeReader, cacheKey } from "./download.js";
 
 let engine = null;
-let store = null;
-let job = null; // {kind: "load"|"generate", id, abort: AbortController, cancelled: bool}
+const stores = new Map(); // OPFS directory -> Promise<store | null>
+let job = null; // {kind: "load"|"adapter"|"generate", id, abort: AbortController, cancelled: bool}
+// LoRAs and embeddings: their OPFS directory, the engine's loader, a label for messages.
+const ADAPTERS = {
+  lora: { dir: "loras", load: "loadLora", unload: "unloadLora", label: "LoRA" },
+  embedding: { dir: "embeddings", load: "loadEmbedding", unload: "unloadEmbedding", label: "embedding" },
+};
+const STORE_DIRS = { model: "models", lora: "loras", embedding: "embeddings" };
 const ready = init();
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
@@ -19,14 +25,29 @@ function fail(during, e) {
   post({ type: "error", message, during, deviceLost: Boolean(lost) });
 }
 
-async function getStore() {
-  if (store === null) store = (await opfsStore().catch(() => null)) || false;
-  return store || null;
+async function getStore(dir = "models") {
+  if (!stores.has(dir)) stores.set(dir, opfsStore(dir).catch(() => null));
+  return (await stores.get(dir)) || null;
 }
 
 async function sendCache() {
-  const s = await getStore();
-  post({ type: "cache", entries: s ? await listCached(s) : [] });
+  const list = async (dir) => {
+    const s = await getStore(dir);
+    return s ? listCached(s) : [];
+  };
+  post({
+    type: "cache",
+    entries: await list("models"),
+    adapters: { lora: await list(ADAPTERS.lora.dir), embedding: await list(ADAPTERS.embedding.dir) },
+  });
+}
+
+/** A downloaded file the engine refused (`InvalidFileError`) leaves the cache: a bad file must
+ * not be listed or loaded from there again. Call after the reader is closed. */
+async function dropInvalid(source, dir, e) {
+  if (!e || e.name !== "InvalidFileError" || source.kind !== "url") return;
+  const s = await getStore(dir);
+  if (s) await deleteCached(cacheKey(String(source.url)), s).catch(() => {});
 }
 
 async function load(source) {
@@ -34,6 +55,7 @@ async function load(source) {
   const abort = new AbortController();
   job = { kind: "load", id: null, abort, cancelled: false };
   let file = null;
+  let failure = null;
   try {
     const onProgress = (p) => post({ type: "loadProgress", ...p });
     if (source.kind === "url") {
@@ -48,12 +70,52 @@ async function load(source) {
     const inspection = JSON.parse(await engine.load(file.name, file.size ?? undefined, file.read, undefined, readRange));
     post({ type: "loaded", name: file.name, source: file.source, inspection, wasmMemory: Engine.wasmMemory() });
   } catch (e) {
-    if (job.cancelled) post({ type: "cancelled", id: null });
-    else fail("load", e);
+    failure = e;
   } finally {
     if (file) await file.close().catch(() => {});
+    if (failure && !job.cancelled) await dropInvalid(source, "models", failure);
+    const cancelled = job.cancelled;
     job = null;
     if (source.kind === "url") await sendCache().catch(() => {});
+    if (failure && cancelled) post({ type: "cancelled", id: null });
+    else if (failure) fail("load", failure);
+  }
+}
+
+async function loadAdapter(kind, name, source) {
+  const a = ADAPTERS[kind];
+  if (!a) throw new Error(`unknown adapter kind ${JSON.stringify(kind)}: "lora" or "embedding"`);
+  if (!engine || !engine.hasModel()) throw new Error(`load a model before adding a ${a.label}`);
+  name = String(name);
+  const abort = new AbortController();
+  job = { kind: "adapter", id: null, abort, cancelled: false };
+  let file = null;
+  let failure = null;
+  try {
+    const onProgress = (p) => post({ type: "adapterProgress", kind, name, ...p });
+    if (source.kind === "url") {
+      file = await openUrl(String(source.url), { onProgress, signal: abort.signal, store: await getStore(a.dir) });
+    } else if (source.kind === "file") {
+      file = openFile(source.file, { onProgress, signal: abort.signal });
+    } else {
+      throw new Error(`unknown ${a.label} source kind ${JSON.stringify(source.kind)}`);
+    }
+    const info = JSON.parse(await engine[a.load](name, file.size ?? undefined, file.read));
+    post({ type: "adapterLoaded", kind, name, hash: info.hash, source: file.source });
+  } catch (e) {
+    failure = e;
+  } finally {
+    if (file) await file.close().catch(() => {});
+    if (failure && !job.cancelled) await dropInvalid(source, a.dir, failure);
+    const cancelled = job.cancelled;
+    job = null;
+    if (source.kind === "url") await sendCache().catch(() => {});
+    const lost = engine.deviceLost();
+    if (failure && lost) fail("adapter", failure);
+    else if (failure) {
+      const message = cancelled ? "cancelled" : String((failure && failure.message) || failure);
+      post({ type: "adapterFailed", kind, name, message, cancelled });
+    }
   }
 }
 
@@ -99,7 +161,9 @@ self.onmessage = async (ev) => {
     }
     return;
   }
-  const during = { init: "init", selfTest: "init", load: "load", generate: "generate" }[msg.type] || "cache";
+  const during =
+    { init: "init", selfTest: "init", load: "load", generate: "generate", loadAdapter: "adapter", unloadAdapter: "adapter" }[msg.type] ||
+    "cache";
   try {
     await ready;
     if (msg.type === "init") {
@@ -117,10 +181,19 @@ self.onmessage = async (ev) => {
       await load(msg.source);
     } else if (msg.type === "generate") {
       await generate(msg.id, msg.settings, msg.images);
+    } else if (msg.type === "loadAdapter") {
+      await loadAdapter(msg.kind, msg.name, msg.source);
+    } else if (msg.type === "unloadAdapter") {
+      const a = ADAPTERS[msg.kind];
+      if (!a) throw new Error(`unknown adapter kind ${JSON.stringify(msg.kind)}: "lora" or "embedding"`);
+      const found = Boolean(engine && engine.hasModel() && engine[a.unload](String(msg.name)));
+      post({ type: "adapterUnloaded", kind: msg.kind, name: String(msg.name), found });
     } else if (msg.type === "listCache") {
       await sendCache();
     } else if (msg.type === "deleteCache") {
-      const s = await getStore();
+      const dir = STORE_DIRS[msg.store || "model"];
+      if (!dir) throw new Error(`unknown cache ${JSON.stringify(msg.store)}: "model", "lora" or "embedding"`);
+      const s = await getStore(dir);
       if (s) await deleteCached(String(msg.key), s);
       await sendCache();
     }

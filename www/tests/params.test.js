@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   BUCKETS, DEFAULTS, parseParams, validateSettings, toQuery, randomSeed, isBucket,
+  adapterName, validAdapterName, loraTagNames,
 } from "../params.js";
 
 const BASE = "http://127.0.0.1:8080/index.html?x=1";
@@ -143,4 +144,79 @@ test("randomSeed is an integer in 0..2^32-1", () => {
     seen.add(s);
   }
   assert.ok(seen.size > 90);
+});
+
+test("lora=URL:WEIGHT (repeatable) and embedding=URL", () => {
+  const p = parseParams(
+    "?lora=/fixtures/lora/kohya_locon.safetensors:0.8&lora=https%3A%2F%2Fh.test%2Fx%2Fstyle%2520v2.safetensors" +
+      "&lora=https://h.test:8443/neg.safetensors:-0.5&embedding=/fixtures/lora/tinyemb.safetensors&embedding=negemb.safetensors",
+    BASE,
+  );
+  assert.deepEqual(p.errors, []);
+  assert.deepEqual(p.loras, [
+    { url: "http://127.0.0.1:8080/fixtures/lora/kohya_locon.safetensors", weight: 0.8, name: "kohya_locon" },
+    { url: "https://h.test/x/style%20v2.safetensors", weight: 1, name: "style v2" },
+    { url: "https://h.test:8443/neg.safetensors", weight: -0.5, name: "neg" },
+  ]);
+  assert.deepEqual(p.embeddings, [
+    { url: "http://127.0.0.1:8080/fixtures/lora/tinyemb.safetensors", name: "tinyemb" },
+    { url: "http://127.0.0.1:8080/negemb.safetensors", name: "negemb" },
+  ]);
+  const none = parseParams("", BASE);
+  assert.deepEqual([none.loras, none.embeddings], [[], []]);
+});
+
+test("bad lora= and embedding= parameters name the parameter", () => {
+  const cases = [
+    ["lora=x.safetensors:25", /lora=x\.safetensors:25: weight 25 must be from -20 to 20/],
+    ["lora=", /lora=: empty URL/],
+    ["lora=ftp://h/x.safetensors:1", /only http, https and blob URLs/],
+    ["lora=http://[bad:1", /lora=http:\/\/\[bad:1: not a valid URL/],
+    ["lora=a.safetensors&lora=sub/a.safetensors:0.5", /a second LoRA named 'a'/],
+    ["lora=%3Cx%3E.safetensors", /cannot name a LoRA/],
+    ["embedding=bad%20name.safetensors", /embedding=bad name\.safetensors: the file name 'bad name' cannot name an embedding/],
+    ["embedding=", /embedding=: empty URL/],
+  ];
+  for (const [q, re] of cases) {
+    const p = parseParams(q, BASE);
+    assert.equal(p.errors.length, 1, q);
+    assert.match(p.errors[0], re, q);
+  }
+});
+
+test("adapter names: the file's stem", () => {
+  assert.equal(adapterName("https://h.test/a/b/My%20Lora.safetensors?download=1"), "My Lora");
+  assert.equal(adapterName("style.SAFETENSORS"), "style");
+  assert.equal(adapterName("x.bin"), "x.bin");
+  assert.ok(validAdapterName("lora", "My Lora") && !validAdapterName("lora", "a:b") && !validAdapterName("lora", ""));
+  assert.ok(validAdapterName("embedding", "negemb") && !validAdapterName("embedding", "My Lora"));
+  for (const c of "()[]{}<>:,\\|\"'") assert.ok(!validAdapterName("embedding", `a${c}b`), c);
+});
+
+test("lora tags in a prompt", () => {
+  assert.deepEqual(loraTagNames("1girl, <lora:style:0.7>, <lora: detail >, <hypernet:h:1>, <lora:x:1:2>"), ["style", "detail", "x"]);
+  assert.deepEqual(loraTagNames("no tags <lora>"), []);
+});
+
+test("validateSettings checks loras", () => {
+  const ok = { ...DEFAULTS.settings, prompt: "x" };
+  assert.deepEqual(validateSettings({ ...ok, loras: [{ name: "a", weight: -2 }, { name: "b c", weight: 20 }] }), []);
+  assert.match(validateSettings({ ...ok, loras: [{ name: "a", weight: 21 }] })[0], /LoRA 'a': weight 21 must be from -20 to 20/);
+  assert.match(validateSettings({ ...ok, loras: [{ name: "a", weight: NaN }] })[0], /weight NaN/);
+  assert.match(validateSettings({ ...ok, loras: [{ name: "a:b", weight: 1 }] })[0], /LoRA name "a:b"/);
+  assert.match(validateSettings({ ...ok, loras: {} })[0], /loras: must be a list/);
+});
+
+test("toQuery writes lora= and embedding= that parseParams reads back", () => {
+  const adapters = {
+    loras: [{ url: "https://h.test/a.safetensors", weight: 0.8 }, { url: "https://h.test/b%20c.safetensors", weight: 1 }, { url: null, weight: 2 }],
+    embeddings: [{ url: "https://h.test/negemb.safetensors" }, { url: null }],
+  };
+  const p = parseParams("?" + toQuery(null, { ...DEFAULTS.settings }, adapters), BASE);
+  assert.deepEqual(p.errors, []);
+  assert.deepEqual(p.loras, [
+    { url: "https://h.test/a.safetensors", weight: 0.8, name: "a" },
+    { url: "https://h.test/b%20c.safetensors", weight: 1, name: "b c" },
+  ]);
+  assert.deepEqual(p.embeddings, [{ url: "https://h.test/negemb.safetensors", name: "negemb" }]);
 });

@@ -17,9 +17,13 @@ const toWorker = [
     type: "generate", id: 2, settings: { ...settings, strength: 0.6 },
     images: { init: { bytes: new Uint8Array(8) }, mask: { width: 1, height: 1, rgba: new Uint8Array(4) } },
   },
+  { type: "loadAdapter", kind: "lora", name: "style", source: { kind: "url", url: "https://h.test/style.safetensors" } },
+  { type: "loadAdapter", kind: "embedding", name: "negemb", source: { kind: "file", file: new Blob([]) } },
+  { type: "unloadAdapter", kind: "lora", name: "style" },
   { type: "cancel" },
   { type: "listCache" },
   { type: "deleteCache", key: "0123456789abcdef-m" },
+  { type: "deleteCache", key: "0123456789abcdef-negemb", store: "embedding" },
 ];
 
 const toPage = [
@@ -30,7 +34,12 @@ const toPage = [
   { type: "step", id: 1, step: 1, total: 25, preview: { width: 8, height: 8, rgba: new Uint8ClampedArray(256) } },
   { type: "result", id: 1, png: new Uint8Array(8), parameters: "a cat", seed: 1, width: 64, height: 64, ms: 10, report: {} },
   { type: "cancelled", id: null },
+  { type: "adapterProgress", kind: "lora", name: "style", loaded: 1, total: 2, rate: 0, eta: null, phase: "cache" },
+  { type: "adapterLoaded", kind: "embedding", name: "negemb", hash: "0123456789ab", source: "network" },
+  { type: "adapterFailed", kind: "lora", name: "style", message: "bad key", cancelled: false },
+  { type: "adapterUnloaded", kind: "lora", name: "style", found: true },
   { type: "cache", entries: [] },
+  { type: "cache", entries: [], adapters: { lora: [], embedding: [] } },
   { type: "error", message: "boom", during: "load", deviceLost: false },
 ];
 
@@ -58,4 +67,13 @@ test("unknown types, missing fields and non-objects are rejected", () => {
       assert.throws(() => check(table, copy), new RegExp(`message "${msg.type}" lacks field "${f}"`));
     }
   }
+});
+
+test("adapter messages need a known kind", () => {
+  assert.throws(
+    () => check(TO_WORKER, { type: "loadAdapter", kind: "hypernet", name: "x", source: { kind: "url", url: "https://h.test/x" } }),
+    /message "loadAdapter": kind "hypernet" is not one of lora, embedding/,
+  );
+  assert.throws(() => check(TO_PAGE, { type: "adapterLoaded", kind: undefined, name: "x", hash: "", source: "file" }), /kind undefined/);
+  assert.equal(check(TO_WORKER, { type: "unloadAdapter", kind: "embedding", name: "x" }).kind, "embedding");
 });
