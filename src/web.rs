@@ -327,12 +327,7 @@ impl Engine {
         #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
         #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
     ) -> Result<String, JsValue> {
-        self.model_or("add a LoRA")?;
-        let bytes = read_all(&name, "LoRA", size, &read, progress.as_ref(), MAX_LORA_BYTES).await?;
-        let model = self.model_or("add a LoRA")?;
-        model.load_lora(&self.gpu, &name, &name, &bytes).map_err(|e| file_err(e, true))?;
-        self.gpu.check().map_err(js_err)?;
-        Ok(adapter_json(model.loras(), &name))
+        self.load_adapter(Adapter::Lora, name, size, read, progress).await
     }
 
     /// Add an SDXL textual-inversion embedding (`clip_l` [n, 768] and `clip_g` [n, 1280]) under
@@ -348,12 +343,7 @@ impl Engine {
         #[wasm_bindgen(unchecked_param_type = "ReadChunk")] read: Function,
         #[wasm_bindgen(unchecked_optional_param_type = "OnLoadProgress")] progress: Option<Function>,
     ) -> Result<String, JsValue> {
-        self.model_or("add an embedding")?;
-        let bytes = read_all(&name, "embedding", size, &read, progress.as_ref(), MAX_EMBEDDING_BYTES).await?;
-        let model = self.model_or("add an embedding")?;
-        model.load_embedding(&self.gpu, &name, &name, &bytes).map_err(|e| file_err(e, true))?;
-        self.gpu.check().map_err(js_err)?;
-        Ok(adapter_json(model.embeddings(), &name))
+        self.load_adapter(Adapter::Embedding, name, size, read, progress).await
     }
 
     /// Free a loaded LoRA; false when none has that name (or no model is loaded).
@@ -458,6 +448,35 @@ impl Engine {
         Ok(s)
     }
 
+    /// `loadLora` / `loadEmbedding`: the whole (small) file, then the model's validation.
+    async fn load_adapter(
+        &self,
+        kind: Adapter,
+        name: String,
+        size: Option<f64>,
+        read: Function,
+        progress: Option<Function>,
+    ) -> Result<String, JsValue> {
+        let (what, action, limit) = match kind {
+            Adapter::Lora => ("LoRA", "add a LoRA", MAX_LORA_BYTES),
+            Adapter::Embedding => ("embedding", "add an embedding", MAX_EMBEDDING_BYTES),
+        };
+        self.model_or(action)?;
+        let bytes = read_all(&name, what, size, &read, progress.as_ref(), limit).await?;
+        let model = self.model_or(action)?;
+        match kind {
+            Adapter::Lora => model.load_lora(&self.gpu, &name, &name, &bytes),
+            Adapter::Embedding => model.load_embedding(&self.gpu, &name, &name, &bytes),
+        }
+        .map_err(|e| file_err(e, true))?;
+        self.gpu.check().map_err(js_err)?;
+        let list = match kind {
+            Adapter::Lora => model.loras(),
+            Adapter::Embedding => model.embeddings(),
+        };
+        Ok(adapter_json(list, &name))
+    }
+
     fn model_or(&self, what: &str) -> Result<Rc<Model>, JsValue> {
         self.model.borrow().clone().ok_or_else(|| JsError::new(&format!("load a model before you {what}")).into())
     }
@@ -482,6 +501,12 @@ fn input_image(
     };
     img.decode(what).map_err(js_err)?;
     Ok(Some(img))
+}
+
+#[derive(Clone, Copy)]
+enum Adapter {
+    Lora,
+    Embedding,
 }
 
 fn adapters_json(list: Vec<(String, String)>) -> String {
