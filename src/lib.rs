@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod sampler;
+pub mod selfcheck;
 pub mod sha256;
 pub mod tokenizer;
 pub mod weights;

@@ -61,6 +61,13 @@ mod cli {
             #[arg(long, default_value = "127.0.0.1")]
             host: String,
         },
+        /// GPU self-check, no model needed: every kernel and variant on the compute path in use
+        /// (`--f32` for the f32 path) against CPU references, with GPU times. Exit 1 on a failure.
+        Selfcheck {
+            /// Print the report as JSON instead of a table.
+            #[arg(long)]
+            json: bool,
+        },
         /// Benchmarks.
         Bench {
             #[command(subcommand)]
@@ -255,6 +262,7 @@ mod cli {
             }
             Command::Serve { dir, port, host, mount } => serve::run(&dir, &mount, &host, port),
             Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
+            Command::Selfcheck { json } => selfcheck(opts, json),
             Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
             Command::Generate(args) => generate(opts, *args),
         };
@@ -299,6 +307,26 @@ mod cli {
         println!("  max_compute_workgroups_per_dimension  {}", l.max_compute_workgroups_per_dimension);
         println!("  min_storage_buffer_offset_alignment   {}", l.min_storage_buffer_offset_alignment);
         Ok(())
+    }
+
+    fn selfcheck(opts: GpuOptions, json: bool) -> sdxl_web::Result<()> {
+        let gpu = Gpu::new_blocking(opts)?;
+        eprintln!("self-check on {} ({} path)", gpu.info.name, gpu.info.compute_path);
+        let report = sdxl_web::selfcheck::run_blocking(&gpu)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+        } else {
+            print!("{}", report.table());
+        }
+        if report.passed {
+            Ok(())
+        } else {
+            Err(sdxl_web::Error::Gpu(format!(
+                "self-check: {} of {} checks failed",
+                report.failures,
+                report.checks.len()
+            )))
+        }
     }
 
     fn bench_kernels(opts: GpuOptions, json: bool, quick: bool, only: Vec<String>) -> sdxl_web::Result<()> {
