@@ -20,6 +20,32 @@ use crate::weights::{FileRole, GpuSink, Loader, RangeSource};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
+/** One check of `Engine.selfCheck()` (the Rust `selfcheck::Check`). */
+export interface SelfCheckEntry {
+  /** Shader family (`shaders/<family>.wgsl`) or "block" (a UNet ResBlock, a VAE attention block). */
+  family: string;
+  name: string;
+  shape: string;
+  /** Per element: |got - want| <= abs + rel*|want| + arith*sum|terms|. */
+  tolerance: { name: string; abs: number; rel: number; arith: number };
+  max_abs_err: number;
+  /** Largest error as a multiple of its tolerance; passes at <= 1. */
+  worst_ratio: number;
+  pass: boolean;
+  /** GPU seconds, measured with timestamp queries ("gpu") or the wall clock ("wall"). */
+  seconds: number;
+  clock: "gpu" | "wall";
+  error: string | null;
+}
+/** `Engine.selfCheck()`'s report (the Rust `selfcheck::Report`). */
+export interface SelfCheckReport {
+  adapter: string;
+  compute_path: "f16" | "f32";
+  passed: boolean;
+  failures: number;
+  total_seconds: number;
+  checks: SelfCheckEntry[];
+}
 /** Generation settings (the Rust `pipeline::Settings`); missing fields take the defaults. */
 export interface Settings {
   prompt: string;
@@ -207,6 +233,14 @@ impl Engine {
         let t = Tensor::from_f32(&self.gpu, &[x.len()], DType::F16, &x).map_err(js_err)?;
         let y = crate::ops::smoke::axpb(&self.gpu, &t, 1.5, -0.25).map_err(js_err)?;
         y.to_vec_f32(&self.gpu).await.map_err(js_err)
+    }
+
+    /// GPU self-check, no model needed: every kernel and variant on this engine's compute path
+    /// against CPU references, plus a UNet and a VAE block. Resolves to a `SelfCheckReport` as JSON.
+    #[wasm_bindgen(js_name = selfCheck)]
+    pub async fn self_check(&self) -> Result<String, JsError> {
+        let report = crate::selfcheck::run(&self.gpu).await.map_err(js_err)?;
+        serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// Whether a model is loaded.
