@@ -81,13 +81,14 @@ impl Report {
         );
         for c in &self.checks {
             s += &format!(
-                "{:<12} {:<44} {:<22} {:>10.2e} {:>8.3} {:>9.3}  {}{}\n",
+                "{:<12} {:<44} {:<22} {:>10.2e} {:>8.3} {:>9.3} {:<5} {}{}\n",
                 c.family,
                 c.name,
                 c.shape,
                 c.max_abs_err,
                 c.worst_ratio,
                 c.seconds * 1e3,
+                c.clock,
                 if c.pass { "ok" } else { "FAIL" },
                 c.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             );
@@ -203,7 +204,7 @@ pub fn linear_ref(x: &[f64], w: &[f64], b: Option<&[f64]>, m: usize, n: usize, k
     (y, mag)
 }
 
-/// NCHW conv2d with square kernel; returns (y, Σ|x·w| + |b|, ho, wo).
+/// NCHW conv2d with square kernel and zero padding (before, after); returns (y, Σ|x·w| + |b|, ho, wo).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_ref(
     x: &[f64],
@@ -213,10 +214,10 @@ pub fn conv_ref(
     o: usize,
     k: usize,
     stride: usize,
-    pad: usize,
+    (pad, pad_after): (usize, usize),
 ) -> (Vec<f64>, Vec<f64>, usize, usize) {
-    let ho = (h + 2 * pad - k) / stride + 1;
-    let wo = (wd + 2 * pad - k) / stride + 1;
+    let ho = (h + pad + pad_after - k) / stride + 1;
+    let wo = (wd + pad + pad_after - k) / stride + 1;
     let (mut y, mut mag) = (vec![0.0; bn * o * ho * wo], vec![0.0; bn * o * ho * wo]);
     for bi in 0..bn {
         for oi in 0..o {
@@ -520,7 +521,8 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
             let x = rand(dims.iter().product(), 20 + k as u64 + s as u64, 1.0);
             let w = rand(o * dims[1] * k * k, 21, 0.5);
             let b = rand(o, 22, 0.5);
-            let (want, mag, ho, wo) = conv_ref(&stored(&x, xd), &stored(&w, H), Some(&stored(&b, H)), dims, o, k, s, p);
+            let (want, mag, ho, wo) =
+                conv_ref(&stored(&x, xd), &stored(&w, H), Some(&stored(&b, H)), dims, o, k, s, (p, p));
             let (xt, wt, bt) = (r.up(&dims, xd, &x)?, r.up(&[o, dims[1], k, k], H, &w)?, r.up(&[o], H, &b)?);
             let name = format!("{k}x{k} s{s} p{p} x={} y={}", dn(xd), dn(yd));
             let shape = format!("{dims:?}→[{},{o},{ho},{wo}]", dims[0]);
@@ -529,6 +531,22 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
             })
             .await;
         }
+    }
+
+    // conv2d_padded: the VAE encoder's downsample, F.pad(x, (0, 1, 0, 1)) then stride 2.
+    for (xd, yd) in [(F, F), (H, H)] {
+        let dims = [1usize, 6, 10, 13];
+        let o = 65;
+        let x = rand(dims.iter().product(), 23, 1.0);
+        let w = rand(o * dims[1] * 9, 24, 0.5);
+        let (want, mag, ho, wo) = conv_ref(&stored(&x, xd), &stored(&w, H), None, dims, o, 3, 2, (0, 1));
+        let (xt, wt) = (r.up(&dims, xd, &x)?, r.up(&[o, dims[1], 3, 3], H, &w)?);
+        let name = format!("3x3 s2 pad(0,1) x={} y={}", dn(xd), dn(yd));
+        let shape = format!("{dims:?}→[1,{o},{ho},{wo}]");
+        r.check("conv", &name, &shape, dot_out(xd, yd), &want, Some(&mag), || {
+            conv::conv2d_padded(gpu, &xt, &wt, None, 2, (0, 1), yd)
+        })
+        .await;
     }
 
     // elementwise: unary ops (every op, casts both ways), binary with broadcast, layout ops.
@@ -545,9 +563,6 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
         ];
         for (op, name, f) in ops {
             for (xd, yd) in [(H, H), (F, F), (F, H), (H, F)] {
-                if !matches!(op, Unary::Copy | Unary::Silu) && xd != yd {
-                    continue;
-                }
                 let want: Vec<f64> = stored(&x, xd).iter().map(|&v| f(v)).collect();
                 let xt = r.up(&[n], xd, &x)?;
                 r.check(
@@ -727,13 +742,24 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
     // and not, both activation dtypes; one run split into binding windows.
     for dt in [H, F] {
         let tol = if dt == H { ATTN_F16_TOL } else { ATTN_F32_TOL };
-        for (path, d, heads, tq, tk, causal) in [
-            (Path::Fast64, 64usize, 2usize, 19usize, 19usize, true),
-            (Path::Fast64, 64, 1, 70, 37, false),
-            (Path::Generic, 40, 2, 21, 33, false),
-            (Path::Generic, 160, 1, 17, 17, true),
-            (Path::Generic, 512, 1, 11, 29, false),
-        ] {
+        // The fast path, then the smallest head dim of each generic (GQ, NS) variant.
+        let mut cases: Vec<(Path, usize, usize, usize, usize, bool)> =
+            vec![(Path::Fast64, 64usize, 2usize, 19usize, 19usize, true), (Path::Fast64, 64, 1, 70, 37, false)];
+        // The largest head dim of each generic (GQ, NS) variant: every accumulator slot in use.
+        let mut largest: Vec<((u32, u32), usize)> = Vec::new();
+        for d in (4..=attention::MAX_HEAD_DIM).step_by(4) {
+            let shape = attention::generic_shape(d);
+            match largest.iter_mut().find(|(s, _)| *s == shape) {
+                Some(e) => e.1 = d,
+                None => largest.push((shape, d)),
+            }
+        }
+        cases.push((Path::Generic, 40, 2, 21, 33, false));
+        for (i, (_, d)) in largest.into_iter().enumerate() {
+            // Odd row counts leave partial query tiles; causal on every other variant.
+            cases.push((Path::Generic, d, if d <= 256 { 2 } else { 1 }, 21, 33, i % 2 == 1));
+        }
+        for (path, d, heads, tq, tk, causal) in cases {
             let (b, c) = (1usize, heads * d);
             let q = rand(b * tq * c, 50 + d as u64, 1.0);
             let k = rand(b * tk * c, 51 + d as u64, 1.0);
@@ -746,7 +772,7 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
                 attention::attention_with(gpu, &qt, &kt, &vt, heads, causal, path)
             })
             .await;
-            if d == 40 {
+            if path == Path::Generic && d == 40 {
                 r.check("attention", &format!("{nm} windows"), &shape, tol, &want, None, || {
                     ew::with_binding_limit(WINDOW, || {
                         attention::attention_with(gpu, &qt, &kt, &vt, heads, causal, path)
@@ -783,7 +809,7 @@ async fn resblock(r: &mut Run<'_>) -> Result<()> {
     let cb = rand(c, 64, 0.1);
     let xs = stored(&x, H);
     let h = norm_ref(&xs, 4 * hw, hw, &stored(&g, H), &stored(&b, H), 1e-5, true);
-    let (y, _, _, _) = conv_ref(&h, &stored(&w, H), Some(&stored(&cb, H)), dims, c, 3, 1, 1);
+    let (y, _, _, _) = conv_ref(&h, &stored(&w, H), Some(&stored(&cb, H)), dims, c, 3, 1, (1, 1));
     let want: Vec<f64> = y.iter().zip(&xs).map(|(a, b)| a + b).collect();
     let (xt, gt, bt, wt, cbt) =
         (r.up(&dims, H, &x)?, r.up(&[c], H, &g)?, r.up(&[c], H, &b)?, r.up(&[c, c, 3, 3], H, &w)?, r.up(&[c], H, &cb)?);

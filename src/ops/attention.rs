@@ -28,7 +28,7 @@ pub enum Path {
 }
 
 /// (GQ query rows per workgroup, NS vec4 accumulator slots per thread) of the generic path.
-fn generic_shape(d: usize) -> (u32, u32) {
+pub(crate) fn generic_shape(d: usize) -> (u32, u32) {
     let gq: u32 = if d <= 256 {
         16
     } else if d <= 512 {
