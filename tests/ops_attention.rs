@@ -10,6 +10,7 @@ use sdxl_web::ops::attention::{self, Path};
 use sdxl_web::ops::elementwise as ew;
 
 use common::{gpu, rand, stored};
+use sdxl_web::selfcheck::attention_ref;
 /// F32 activations (f32 arithmetic on both paths): scores and the running sums are f32; the
 /// outputs are averages of |v| <= 1, so a few f32 ulp of 1 after Tk-term sums.
 const ATTN_F32_TOL: f64 = 5e-6;
@@ -37,52 +38,6 @@ fn check(what: &str, gpu: &Gpu, got: &[f32], want: &[f64], abs: f64) {
         got[at],
         want[at]
     );
-}
-
-/// softmax(q kᵀ / √D) v per (batch, head) in f64; causal masks key j > query i.
-#[allow(clippy::too_many_arguments)]
-fn attention_ref(
-    q: &[f64],
-    k: &[f64],
-    v: &[f64],
-    b: usize,
-    tq: usize,
-    tk: usize,
-    h: usize,
-    d: usize,
-    causal: bool,
-) -> Vec<f64> {
-    let c = h * d;
-    let scale = 1.0 / (d as f64).sqrt();
-    let mut o = vec![0.0; b * tq * c];
-    let mut s = vec![0.0; tk];
-    for bi in 0..b {
-        for hi in 0..h {
-            for i in 0..tq {
-                let qi = &q[(bi * tq + i) * c + hi * d..][..d];
-                let kend = if causal { (i + 1).min(tk) } else { tk };
-                let mut m = f64::NEG_INFINITY;
-                for (j, sj) in s.iter_mut().enumerate().take(kend) {
-                    let kj = &k[(bi * tk + j) * c + hi * d..][..d];
-                    *sj = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
-                    m = m.max(*sj);
-                }
-                let mut l = 0.0;
-                for sj in s.iter_mut().take(kend) {
-                    *sj = (*sj - m).exp();
-                    l += *sj;
-                }
-                let oi = &mut o[(bi * tq + i) * c + hi * d..][..d];
-                for (j, &p) in s.iter().enumerate().take(kend) {
-                    let vj = &v[(bi * tk + j) * c + hi * d..][..d];
-                    for (od, vd) in oi.iter_mut().zip(vj) {
-                        *od += p / l * vd;
-                    }
-                }
-            }
-        }
-    }
-    o
 }
 
 struct Case {

@@ -8,6 +8,7 @@ use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::elementwise as ew;
 
 use common::{check_close as check, gpu, rand, upload};
+use sdxl_web::selfcheck::{erf64, gelu64, sigmoid as sigmoid64};
 /// F32 outputs of plain arithmetic (add, mul, copy, transposes): a couple of f32 roundings.
 const F32_TOL: f64 = 1e-6;
 /// F32 outputs through exp / erf (SiLU, GELU, quick_gelu): erf is faithfully rounded (~1 ulp)
@@ -29,40 +30,6 @@ fn tol_for(dt: DType, f32_tol: f64) -> (f64, f64) {
 }
 
 // ---- f64 references ---------------------------------------------------------------------------
-
-fn erf64(x: f64) -> f64 {
-    let a = x.abs();
-    let r = if a < 3.0 {
-        // Maclaurin series: largest term ~3e3 at a = 3, so ~1e-13 absolute accuracy.
-        let (mut sum, mut term, mut n) = (0.0, a, 0u32);
-        loop {
-            let t = term / (2 * n + 1) as f64;
-            sum += t;
-            if t.abs() < 1e-18 {
-                break;
-            }
-            n += 1;
-            term *= -a * a / n as f64;
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else {
-        // erfc continued fraction x + (1/2)/(x + (2/2)/(x + (3/2)/ ...)), fast for x >= 3.
-        let mut t = a;
-        for k in (1..=80).rev() {
-            t = a + (k as f64 / 2.0) / t;
-        }
-        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * t)
-    };
-    r.copysign(x)
-}
-
-fn sigmoid64(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-fn gelu64(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
-}
 
 #[test]
 fn erf_reference_is_right() {

@@ -8,6 +8,7 @@ use sdxl_web::gpu::{DType, Tensor};
 use sdxl_web::ops::{elementwise as ew, norm};
 
 use common::{check_close as check, gpu, rand, upload};
+use sdxl_web::selfcheck::norm_ref;
 /// F32 outputs: mean and variance come from f32 sums over slices of up to 16,384 elements
 /// (merged in f32), so the normalised value carries ~1e-6 relative error; outputs are O(1-10).
 const NORM_F32_TOL: f64 = 2e-5;
@@ -24,28 +25,6 @@ fn tol_for(dt: DType, f32_tol: f64) -> (f64, f64) {
         DType::F16 => (f32_tol, F16_REL_TOL),
         DType::F32 => (f32_tol, f32_tol),
     }
-}
-
-/// Normalise contiguous groups of `glen` elements; channel of element e is (e / inner) % c.
-#[allow(clippy::too_many_arguments)]
-fn norm_ref(x: &[f64], glen: usize, inner: usize, gamma: &[f64], beta: &[f64], eps: f64, silu: bool) -> Vec<f64> {
-    let c = gamma.len();
-    let mut y = vec![0.0; x.len()];
-    for (gi, g) in x.chunks(glen).enumerate() {
-        let mean = g.iter().sum::<f64>() / glen as f64;
-        let var = g.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / glen as f64;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for (i, &v) in g.iter().enumerate() {
-            let e = gi * glen + i;
-            let ch = (e / inner) % c;
-            let mut o = (v - mean) * rstd * gamma[ch] + beta[ch];
-            if silu {
-                o /= 1.0 + (-o).exp();
-            }
-            y[e] = o;
-        }
-    }
-    y
 }
 
 fn run_group_norm(force_f32: bool) {

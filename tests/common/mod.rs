@@ -64,26 +64,9 @@ pub fn nchw(i: usize, s: &[usize]) -> [usize; 4] {
     [i / (s[1] * s[2] * s[3]), i / (s[2] * s[3]) % s[1], i / s[3] % s[2], i % s[3]]
 }
 
-/// Deterministic pseudo-random values in [-scale, scale).
-pub fn rand(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// What the GPU sees of `x` stored as `dt`.
-pub fn stored(x: &[f32], dt: DType) -> Vec<f64> {
-    x.iter()
-        .map(|&v| match dt {
-            DType::F16 => half::f16::from_f32(v).to_f64(),
-            DType::F32 => v as f64,
-        })
-        .collect()
-}
+/// Inputs and their stored values: shared with the library's self-check.
+#[allow(unused_imports)]
+pub use sdxl_web::selfcheck::{rand, stored};
 
 /// Upload `x` as `dt`, with what the GPU then holds (for references).
 pub fn upload(gpu: &Gpu, shape: &[usize], dt: DType, x: &[f32]) -> (Tensor, Vec<f64>) {
