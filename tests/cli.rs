@@ -17,6 +17,15 @@ fn sdxl(args: &[&str]) -> Output {
         .expect("run sdxl")
 }
 
+/// ((width, height), the `parameters` text) of a PNG the CLI wrote.
+fn png_size_and_parameters(path: &std::path::Path) -> ((u32, u32), String) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
+    let info = reader.info();
+    let text = info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters");
+    ((info.width, info.height), text.text.clone())
+}
+
 fn bad(args: &[&str], words: &[&str]) {
     let m = model();
     let mut full = vec!["generate", "--model", m.to_str().unwrap(), "--prompt", "cat"];
@@ -98,11 +107,8 @@ fn generate_writes_png_with_parameters_and_dump() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("not one of the model card's resolution buckets"), "{err}");
-    let bytes = std::fs::read(&png).expect("png written");
-    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
-    let info = reader.info();
-    assert_eq!((info.width, info.height), (64, 72));
-    let text = &info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters").text;
+    let (size, text) = png_size_and_parameters(&png);
+    assert_eq!(size, (64, 72));
     assert!(text.starts_with("1girl, solo, sensitive-rated\nNegative prompt: \nSteps: 2, Sampler: Euler a"), "{text}");
     assert!(text.contains("Seed: 5, Size: 64x72, Model: tiny-sdxl"), "{text}");
     let dump = std::fs::read(dir.join("dump.safetensors")).expect("dump written");
@@ -214,11 +220,8 @@ fn inpaint_from_jpeg_writes_a1111_parameters() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("2 steps in"), "int(4 × 0.5) = 2 steps run: {err}");
-    let bytes = std::fs::read(&png).expect("png written");
-    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
-    let info = reader.info();
-    assert_eq!((info.width, info.height), (64, 64), "the init image's size");
-    let text = &info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters").text;
+    let (size, text) = png_size_and_parameters(&png);
+    assert_eq!(size, (64, 64), "the init image's size");
     assert!(text.contains("Size: 64x64") && text.contains("Denoising strength: 0.5, Mask blur: 0"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -253,11 +256,8 @@ fn hires_fix_writes_a1111_parameters() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("4 steps in"), "2 + int(4 × 0.5): {err}");
-    let bytes = std::fs::read(&png).expect("png written");
-    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
-    let info = reader.info();
-    assert_eq!((info.width, info.height), (96, 96));
-    let text = &info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters").text;
+    let (size, text) = png_size_and_parameters(&png);
+    assert_eq!(size, (96, 96));
     assert!(
         text.contains("Size: 64x64")
             && text.contains("Denoising strength: 0.5, Hires upscale: 1.5, Hires steps: 4, Hires upscaler: Latent"),

@@ -7,21 +7,9 @@
 // model load every entry is loaded again (URLs from the OPFS cache, files from the File object).
 import { LORA_WEIGHT, adapterName, loraTagNames, validAdapterName } from "./params.js";
 import { formatBytes, progressText } from "./format.js";
+import { $, el } from "./dom.js";
 
 const LABEL = { lora: "LoRA", embedding: "embedding" };
-const $ = (id) => document.getElementById(id);
-
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (k === "dataset") Object.assign(e.dataset, v);
-    else if (k in e) e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children.filter((c) => c !== null && c !== undefined));
-  return e;
-}
 
 /**
  * `app`: {post(msg), fail(message), canRun() -> bool (device ready, a model loaded, no job),

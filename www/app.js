@@ -11,8 +11,8 @@ import { formatBytes, progressText } from "./format.js";
 import { describeRun, imagesMessage, validateImageSettings } from "./images.js";
 import { imageInputs, imageSettings, setImageSettings, setupImageInput, useImage } from "./imageinput.js";
 import { createAdapters } from "./adapters.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const STATES = ["starting", "ready", "loading", "loaded", "generating", "done", "cancelled", "error"];
 
 const url = parseParams(location.search, location.href);
@@ -435,18 +435,6 @@ function blobToDataUrl(blob) {
     r.onerror = () => reject(r.error || new Error("FileReader failed"));
     r.readAsDataURL(blob);
   });
-}
-
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (k === "dataset") Object.assign(e.dataset, v);
-    else if (k in e) e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children.filter((c) => c !== null && c !== undefined));
-  return e;
 }
 
 /** One line on the run's GPU memory: peak, budget and what the planner did to fit it. */

@@ -6,8 +6,8 @@
 // shown; window.sdxlImages.maskPng() is the painted mask as a PNG data URL (white = repaint).
 import { createMask, fillMask, invertMask, maskCoverage, maskToRgba, renderOverlay, strokeSegment, toImagePoint } from "./mask.js";
 import { IMAGE_DEFAULTS, sizeForImage, sniff, stepsRun } from "./images.js";
+import { $ } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const OVERLAY = [255, 40, 80, 140];
 
 const state = {
