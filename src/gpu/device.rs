@@ -80,6 +80,8 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// Open benchmark timing scope (see `gpu/timing.rs`); None in normal runs.
     pub(crate) timer: Mutex<Option<super::timing::TimerState>>,
+    /// Open work count (see `gpu/work.rs`); None in normal runs.
+    pub(crate) work: Mutex<Option<super::work::WorkTally>>,
 }
 
 /// Work recorded since the last submit, and the uniform bytes it refers to.
@@ -224,6 +226,7 @@ impl Gpu {
             error,
             lost,
             timer: Mutex::new(None),
+            work: Mutex::new(None),
         })
     }
 
@@ -259,6 +262,7 @@ impl Gpu {
             error: Arc::new(Mutex::new(None)),
             lost: self.lost.clone(),
             timer: Mutex::new(None),
+            work: Mutex::new(None),
         }
     }
 
@@ -349,6 +353,7 @@ impl Gpu {
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::Gpu(format!("dispatch {workgroups:?} exceeds {max} workgroups per dimension")));
         }
+        self.tally_dispatch();
         if self.dry {
             return Ok(());
         }

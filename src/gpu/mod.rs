@@ -8,6 +8,7 @@ mod pool;
 pub mod registry;
 mod tensor;
 mod timing;
+pub mod work;
 
 pub use device::{Gpu, GpuInfo, GpuOptions, LimitsInfo};
 pub use pool::MemoryStats;

@@ -9,7 +9,8 @@ use super::pool::PooledBuffer;
 use super::Gpu;
 use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DType {
     F16,
     F32,

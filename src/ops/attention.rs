@@ -3,6 +3,7 @@
 //! full score matrix would be 1 GiB in f32.
 
 use super::elementwise::{check_u32, spans, units_per_window, window};
+use crate::gpu::work::{self, Family, OpShape, Work};
 use crate::gpu::{DType, Gpu, Tensor, Variant};
 use crate::{Error, Result};
 
@@ -147,6 +148,17 @@ pub fn attention_with(
     if b == 0 || tq == 0 {
         return Ok(o);
     }
+    gpu.tally(|| Work {
+        shape: OpShape {
+            family: if tq == tk { Family::AttnSelf } else { Family::AttnCross },
+            dims: vec![b, heads, tq, tk, d],
+            x: q.dtype(),
+            y: q.dtype(),
+        },
+        // QKᵀ and PV: 2 multiply-adds per (query, key, channel).
+        flops: 4.0 * (b * tq * tk) as f64 * c as f64,
+        bytes: work::bytes_of(2 * b * tq * c + 2 * b * tk * c, q.dtype()),
+    });
     let (gq, ns) = generic_shape(d);
     let (entry, rows_per_wg) = match path {
         Path::Fast64 => ("attn64", 64u64),

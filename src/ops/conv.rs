@@ -4,6 +4,7 @@
 //! and blocks of output channels, each bound as a window.
 
 use super::linear::{rows_per_binding, window};
+use crate::gpu::work::{self, Family, OpShape, Work};
 use crate::gpu::{Binding, DType, Gpu, Tensor, Variant};
 use crate::{Error, Result};
 
@@ -120,6 +121,18 @@ pub fn conv2d_padded(
     };
     let np = ho * wo;
     let y = Tensor::empty(gpu, &[b, o, ho, wo], out)?;
+    gpu.tally(|| Work {
+        shape: OpShape {
+            family: if kh == 3 { Family::Conv3x3 } else { Family::ConvOther },
+            dims: vec![b, c, h, wd, o, kh, stride, pad, pad_after],
+            x: x.dtype(),
+            y: out,
+        },
+        flops: 2.0 * (b * o * np) as f64 * (c * kh * kw) as f64,
+        bytes: work::bytes_of(x.numel(), x.dtype())
+            + work::bytes_of(w.numel(), DType::F16)
+            + work::bytes_of(y.numel(), out),
+    });
     if b == 0 || np == 0 {
         return Ok(y);
     }

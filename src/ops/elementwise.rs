@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 
+use crate::gpu::work;
 use crate::gpu::{grid, Binding, DType, Gpu, Tensor, Variant};
 use crate::{Error, Result};
 
@@ -197,6 +198,7 @@ fn unary_into(
     if n == 0 {
         return Ok(());
     }
+    gpu.tally(|| work::elementwise(n as usize, work::bytes_of(n as usize, x.dtype()), x.dtype(), y.dtype()));
     let (code, alpha, beta) = match op {
         Unary::Copy => (OP_COPY, 1.0, 0.0),
         Unary::Silu => (OP_SILU, 1.0, 0.0),
@@ -325,6 +327,10 @@ pub fn binary(gpu: &Gpu, a: &Tensor, b: &Tensor, op: Binary, out: DType) -> Resu
     if n == 0 {
         return Ok(y);
     }
+    gpu.tally(|| {
+        let inb = work::bytes_of(a.numel(), a.dtype()) + work::bytes_of(b.numel(), b.dtype());
+        work::elementwise(n as usize, inb, a.dtype(), out)
+    });
     let mut out4 = [1usize; 4];
     out4[4 - shape.len()..].copy_from_slice(&shape);
     let a_bc = a.numel() as u64 != n;
@@ -403,6 +409,7 @@ pub fn geglu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     let mut shape = lead.to_vec();
     shape.push(f);
     let y = Tensor::empty(gpu, &shape, x.dtype())?;
+    gpu.tally(|| work::elementwise(y.numel(), work::bytes_of(x.numel(), x.dtype()), x.dtype(), x.dtype()));
     let rows = lead.iter().product::<usize>() as u64;
     let pipe = gpu.pipeline(&variant(gpu.f16, 0, x.dtype(), x.dtype(), x.dtype()), "geglu")?;
     let per = units_per_window(gpu, (last * x.dtype().size()) as u64, what)?;
@@ -448,6 +455,7 @@ pub fn upsample_nearest_2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     if w == 0 {
         return Ok(y);
     }
+    gpu.tally(|| work::elementwise(y.numel(), work::bytes_of(x.numel(), x.dtype()), x.dtype(), x.dtype()));
     // Input row i (over all planes) becomes output rows 2i, 2i+1.
     let (rows, w) = ((x.numel() / w) as u64, w as u64);
     let pipe = gpu.pipeline(&variant(gpu.f16, 0, x.dtype(), x.dtype(), x.dtype()), "upsample")?;
@@ -498,6 +506,7 @@ pub fn upsample_nearest_to(gpu: &Gpu, x: &Tensor, oh: usize, ow: usize) -> Resul
     if h == 0 || w == 0 {
         return Ok(y);
     }
+    gpu.tally(|| work::elementwise(y.numel(), work::bytes_of(x.numel(), x.dtype()), x.dtype(), x.dtype()));
     let planes = (x.numel() / (h * w)) as u64;
     let (in_plane, out_plane) = ((h * w) as u64, (oh * ow) as u64);
     let pipe = gpu.pipeline(&variant(gpu.f16, 0, x.dtype(), x.dtype(), x.dtype()), "upsample_to")?;
@@ -608,6 +617,7 @@ pub fn transpose_last2(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     if r == 0 || s == 0 {
         return Ok(y);
     }
+    gpu.tally(|| work::elementwise(y.numel(), work::bytes_of(x.numel(), x.dtype()), x.dtype(), x.dtype()));
     let batches = x.numel() as u64 / (r * s);
     let es = x.dtype().size() as u64;
     let half = x.dtype() == DType::F16;

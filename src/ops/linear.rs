@@ -4,6 +4,7 @@
 //! Tensors over the device's storage-binding limit are handled by binding windows of them
 //! (`window`) and dispatching once per block of rows.
 
+use crate::gpu::work::{self, Family, OpShape, Work};
 use crate::gpu::{Binding, DType, Gpu, Tensor, Variant};
 use crate::{Error, Result};
 
@@ -117,6 +118,11 @@ pub fn naive_matmul(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ou
 fn run(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: DType, naive: bool) -> Result<Tensor> {
     let Checked { m, n, k, out_shape } = check(x, w, bias)?;
     let y = Tensor::empty(gpu, &out_shape, out)?;
+    gpu.tally(|| Work {
+        shape: OpShape { family: Family::Linear, dims: vec![m, k, n], x: x.dtype(), y: out },
+        flops: 2.0 * (m * n) as f64 * k as f64,
+        bytes: work::bytes_of(m * k, x.dtype()) + work::bytes_of(n * k, DType::F16) + work::bytes_of(m * n, out),
+    });
     let x_half = x.dtype() == DType::F16;
     // vec4<u32> loads need every row to start on a 16-byte boundary.
     let vec = !naive && k % 8 == 0;

@@ -3,6 +3,7 @@
 //! windows its bindings, so activations above the binding limit work.
 
 use super::elementwise::{check_u32, spans, units_per_window, whole, window};
+use crate::gpu::work::{self, Family, OpShape, Work};
 use crate::gpu::{grid, DType, Gpu, Tensor, Variant};
 use crate::{Error, Result};
 
@@ -180,6 +181,17 @@ pub fn group_norm(
     if group_len == 0 {
         return Err(Error::Input(format!("{what}: empty groups in {s:?}")));
     }
+    // Statistics read x, the apply pass reads it again and writes y.
+    gpu.tally(|| Work {
+        shape: OpShape {
+            family: Family::GroupNorm,
+            dims: vec![s[0], s[1], inner as usize, groups, silu as usize],
+            x: x.dtype(),
+            y: x.dtype(),
+        },
+        flops: 0.0,
+        bytes: 3.0 * work::bytes_of(x.numel(), x.dtype()),
+    });
     let stats = group_stats(gpu, x, (s[0] * groups) as u64, group_len, eps, what)?;
     apply(gpu, x, &stats, gamma, beta, group_len, inner, silu, what)
 }
@@ -194,6 +206,11 @@ pub fn layer_norm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32
     check_affine(gamma, beta, c, what)?;
     check_u32(x, what)?;
     let rows = (x.numel() / c) as u64;
+    gpu.tally(|| Work {
+        shape: OpShape { family: Family::LayerNorm, dims: vec![rows as usize, c], x: x.dtype(), y: x.dtype() },
+        flops: 0.0,
+        bytes: 3.0 * work::bytes_of(x.numel(), x.dtype()),
+    });
     let stats = group_stats(gpu, x, rows, c as u64, eps, what)?;
     apply(gpu, x, &stats, gamma, beta, c as u64, 1, false, what)
 }
