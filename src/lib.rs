@@ -13,6 +13,7 @@ pub mod rng;
 pub mod sampler;
 pub mod selfcheck;
 pub mod sha256;
+pub mod timing;
 pub mod tokenizer;
 pub mod weights;
 

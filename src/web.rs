@@ -46,6 +46,42 @@ export interface SelfCheckReport {
   total_seconds: number;
   checks: SelfCheckEntry[];
 }
+/** One kernel family of `Engine.timing()` (the Rust `timing::FamilyTiming`). */
+export interface TimingFamily {
+  family: "linear" | "conv3x3" | "conv_other" | "attn_self" | "attn_cross" | "group_norm" | "layer_norm" | "elementwise";
+  /** The family's largest call in one SDXL UNet step, and the call actually timed (smaller on slow devices). */
+  shape: string;
+  timed_shape: string;
+  /** Milliseconds of one call at `shape` (extrapolated from `timed_shape` when they differ). */
+  ms: number;
+  /** Of the timed call, net of dispatch overhead, in `unit`. */
+  rate: number;
+  unit: "GFLOP/s" | "GB/s";
+  /** Per UNet step: calls, dispatches, GFLOP or GB, estimated milliseconds. */
+  calls: number;
+  dispatches: number;
+  work: number;
+  step_ms: number;
+}
+/** `Engine.timing()`'s report (the Rust `timing::TimingReport`). */
+export interface TimingReport {
+  adapter: string;
+  compute_path: "f16" | "f32";
+  clock: "gpu" | "wall";
+  width: number;
+  height: number;
+  /** 2: classifier-free guidance. */
+  batch: number;
+  /** Some family was timed at a smaller call and extrapolated. */
+  capped: boolean;
+  dispatch_overhead_ms: number;
+  unet_gflop: number;
+  dispatches: number;
+  families: TimingFamily[];
+  /** Estimated GPU seconds of one UNet step at width x height (batch 2). */
+  step_seconds: number;
+  total_seconds: number;
+}
 /** Generation settings (the Rust `pipeline::Settings`); missing fields take the defaults. */
 export interface Settings {
   prompt: string;
@@ -240,6 +276,17 @@ impl Engine {
     #[wasm_bindgen(js_name = selfCheck)]
     pub async fn self_check(&self) -> Result<String, JsError> {
         let report = crate::selfcheck::run(&self.gpu).await.map_err(js_err)?;
+        serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Time each kernel family at the shapes of a full-size SDXL UNet step at 1024×1024 with CFG
+    /// (counted from `ModelConfig::sdxl_base()` on a dry twin) and estimate the seconds per step;
+    /// no model needed, seconds on a GPU. Resolves to a `TimingReport` as JSON. Call it while no
+    /// generation runs (it times the whole device). Cached buffers are freed afterwards.
+    pub async fn timing(&self) -> Result<String, JsError> {
+        let r = crate::timing::run(&self.gpu, &crate::timing::TimingOptions::sdxl_1024()).await;
+        self.gpu.trim_pool();
+        let report = r.map_err(js_err)?;
         serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
     }
 

@@ -44,3 +44,143 @@ fn a_wrong_reference_is_caught() {
     assert!(compare(&got, &[0.5, -1.26, 3.0], None, F16_OUT_TOL).1 > 1.0);
     assert!(compare(&[f32::NAN], &[0.0], None, F16_OUT_TOL).1.is_infinite());
 }
+
+// ---- timing (`sdxl selfcheck --timing`, `engine.timing()`) ------------------------------------
+
+use sdxl_web::gpu::{DType, Gpu, Tensor};
+use sdxl_web::model::unet::{Cond, UNet};
+use sdxl_web::pipeline::Model;
+use sdxl_web::timing::{self, TimingOptions};
+
+/// The estimate against real UNet steps of the tiny fixture model, both on lavapipe, both in GPU
+/// time (timestamp queries). The estimator extrapolates each family from its largest call, so
+/// small calls (the tiny model has many) run at a lower rate than the model assumes, and lavapipe
+/// runs dispatches with CPU threads whose start-up cost varies (observed estimate/measured: 0.53
+/// on the f16 path, 0.70 on f32, idle machine); a factor of 3 either way leaves room for a loaded
+/// machine and still catches a unit or counting error (those are 10× or more).
+const ESTIMATE_FACTOR: f64 = 3.0;
+/// Real steps to time after the warm-up.
+const MEASURED_STEPS: usize = 3;
+
+fn tiny_model_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl/tiny-sdxl.safetensors")
+}
+
+/// GPU seconds (and wall seconds) of one real UNet forward, median of `MEASURED_STEPS`.
+fn measure_steps(gpu: &Gpu, unet: &UNet, x: &Tensor, cond: &Cond) -> (f64, f64) {
+    unet.forward(gpu, x, cond).expect("warm-up step");
+    gpu.sync().unwrap();
+    let (mut g, mut w) = (Vec::new(), Vec::new());
+    for _ in 0..MEASURED_STEPS {
+        let t0 = std::time::Instant::now();
+        assert!(gpu.begin_timing(), "lavapipe grants timestamp queries");
+        unet.forward(gpu, x, cond).expect("step");
+        let s = gpu.end_timing_blocking().unwrap().expect("one step fits one query set");
+        w.push(t0.elapsed().as_secs_f64());
+        g.push(s);
+    }
+    g.sort_by(f64::total_cmp);
+    w.sort_by(f64::total_cmp);
+    (g[g.len() / 2], w[w.len() / 2])
+}
+
+fn estimate_vs_tiny_unet(force_f32: bool) {
+    let gpu = common::gpu(force_f32);
+    let path = tiny_model_path();
+    let m = Model::load(&gpu.dry_twin(), &path, None, |_| {}).expect("tiny model header");
+    let (w, h, batch) = (128, 128, 2);
+    let (lh, lw) = (h / m.vae_factor(), w / m.vae_factor());
+    let t0 = std::time::Instant::now();
+    let tally = pollster::block_on(timing::count_unet(&gpu, &m.unet, batch, lh, lw)).expect("dry count");
+    let opts = TimingOptions { width: w, height: h, batch, ..TimingOptions::sdxl_1024() };
+    let est = pollster::block_on(timing::estimate(&gpu, &tally, &opts)).expect("timing");
+    let pass_s = t0.elapsed().as_secs_f64();
+    eprintln!("{}", est.table());
+
+    // The real model on the real device: the same work as the dry count, then timed steps.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let weights: std::collections::HashMap<String, Tensor> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("model.diffusion_model."))
+        .map(|(name, v)| (name, Tensor::from_bytes(&gpu, v.shape(), DType::F16, v.data()).unwrap()))
+        .collect();
+    let unet = UNet::new(m.unet.clone(), &weights).unwrap();
+    let cfg = &m.unet;
+    let x = Tensor::from_f32(
+        &gpu,
+        &[batch, cfg.in_channels, lh, lw],
+        DType::F32,
+        &selfcheck::rand(batch * cfg.in_channels * lh * lw, 1, 1.0),
+    )
+    .unwrap();
+    let context = Tensor::from_f32(
+        &gpu,
+        &[batch, timing::CONTEXT_TOKENS, cfg.context_dim],
+        DType::F32,
+        &selfcheck::rand(batch * timing::CONTEXT_TOKENS * cfg.context_dim, 2, 1.0),
+    )
+    .unwrap();
+    let pooled =
+        Tensor::from_f32(&gpu, &[batch, cfg.pooled_dim], DType::F32, &selfcheck::rand(batch * cfg.pooled_dim, 3, 1.0))
+            .unwrap();
+    let time_ids = vec![[h as f32, w as f32, 0.0, 0.0, h as f32, w as f32]; batch];
+    let ts = vec![500.0; batch];
+    let cond = Cond { timesteps: &ts, context: &context, pooled: &pooled, time_ids: &time_ids };
+    gpu.begin_work_count();
+    unet.forward(&gpu, &x, &cond).unwrap();
+    let real = gpu.end_work_count();
+    assert_eq!(real.dispatches, tally.dispatches, "a dry twin counts the dispatches the real step makes");
+    assert_eq!(real.flops(), tally.flops(), "and the same FLOPs");
+    let (gpu_s, wall_s) = measure_steps(&gpu, &unet, &x, &cond);
+    let ratio = est.step_seconds / gpu_s;
+    eprintln!(
+        "{} path, tiny UNet at {w}x{h} batch {batch}: estimated {:.4} s, measured {:.4} s GPU ({:.4} s wall) per step, estimate/measured {ratio:.2}; timing pass {pass_s:.1} s",
+        gpu.info.compute_path, est.step_seconds, gpu_s, wall_s
+    );
+    assert!(est.families.iter().all(|f| f.ms > 0.0 && f.rate > 0.0 && f.step_ms > 0.0), "{:?}", est.families);
+    assert!(
+        (1.0 / ESTIMATE_FACTOR..=ESTIMATE_FACTOR).contains(&ratio),
+        "estimate {:.4} s vs measured {gpu_s:.4} s: off by more than {ESTIMATE_FACTOR}x",
+        est.step_seconds
+    );
+}
+
+#[test]
+fn timing_estimate_matches_tiny_unet_steps_f16_path() {
+    estimate_vs_tiny_unet(false);
+}
+
+#[test]
+fn timing_estimate_matches_tiny_unet_steps_f32_path() {
+    estimate_vs_tiny_unet(true);
+}
+
+/// The full-size count comes from `ModelConfig::sdxl_base()`'s structure (no constant): the
+/// largest calls are the level-1 self-attention over 64² = 4096 tokens (10 heads of 64) and
+/// the 1280-channel convolutions; the FLOPs of one CFG step at 1024² are ~13.5 TFLOP.
+#[test]
+fn sdxl_1024_count_and_capped_timing() {
+    for force_f32 in [false, true] {
+        let gpu = common::gpu(force_f32);
+        let cfg = sdxl_web::weights::ModelConfig::sdxl_base();
+        let (lh, lw) = timing::latent_size(&cfg, 1024, 1024);
+        assert_eq!((lh, lw), (128, 128));
+        let tally = pollster::block_on(timing::count_unet(&gpu, &cfg.unet, 2, lh, lw)).unwrap();
+        let tflop = tally.flops() * 1e-12;
+        assert!((12.0..15.0).contains(&tflop), "{tflop} TFLOP");
+        let t0 = std::time::Instant::now();
+        let r = pollster::block_on(timing::run(&gpu, &TimingOptions::capped())).unwrap();
+        eprintln!("{}", r.table());
+        eprintln!("{} path: capped timing pass {:.1} s", gpu.info.compute_path, t0.elapsed().as_secs_f64());
+        let attn = r.families.iter().find(|f| f.family == "attn_self").expect("self attention timed");
+        assert!(attn.shape.starts_with("b2 h10 q4096 k4096 d64"), "{}", attn.shape);
+        for fam in ["linear", "conv3x3", "attn_self", "attn_cross", "group_norm", "layer_norm", "elementwise"] {
+            assert!(r.families.iter().any(|f| f.family == fam), "{fam} missing");
+        }
+        assert!(r.step_seconds > 0.0 && r.step_seconds.is_finite());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"step_seconds\""));
+    }
+}

@@ -67,6 +67,11 @@ mod cli {
             /// Print the report as JSON instead of a table.
             #[arg(long)]
             json: bool,
+            /// Then time each kernel family at SDXL's 1024x1024 shapes and estimate the seconds
+            /// per UNet step (batch 2, CFG); with --json, under "timing". Calls too slow for the
+            /// device (CPU drivers) are timed smaller and extrapolated.
+            #[arg(long)]
+            timing: bool,
         },
         /// Benchmarks.
         Bench {
@@ -262,7 +267,7 @@ mod cli {
             }
             Command::Serve { dir, port, host, mount } => serve::run(&dir, &mount, &host, port),
             Command::Bench { what: BenchWhat::Kernels { json, quick, only } } => bench_kernels(opts, json, quick, only),
-            Command::Selfcheck { json } => selfcheck(opts, json),
+            Command::Selfcheck { json, timing } => selfcheck(opts, json, timing),
             Command::Tokenize { prompt, rating, json } => tokenize(&prompt, rating, json),
             Command::Generate(args) => generate(opts, *args),
         };
@@ -309,14 +314,30 @@ mod cli {
         Ok(())
     }
 
-    fn selfcheck(opts: GpuOptions, json: bool) -> sdxl_web::Result<()> {
+    fn selfcheck(opts: GpuOptions, json: bool, timing: bool) -> sdxl_web::Result<()> {
+        use sdxl_web::timing::TimingOptions;
         let gpu = Gpu::new_blocking(opts)?;
         eprintln!("self-check on {} ({} path)", gpu.info.name, gpu.info.compute_path);
         let report = sdxl_web::selfcheck::run_blocking(&gpu)?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
-        } else {
+        if !json {
             print!("{}", report.table());
+        }
+        let t = if timing {
+            eprintln!("timing kernels at SDXL 1024x1024 shapes");
+            let t = pollster::block_on(sdxl_web::timing::run(&gpu, &TimingOptions::sdxl_1024()))?;
+            if !json {
+                print!("\n{}", t.table());
+            }
+            Some(t)
+        } else {
+            None
+        };
+        if json {
+            let mut v = serde_json::to_value(&report).expect("report serialises");
+            if let (Some(t), Some(o)) = (&t, v.as_object_mut()) {
+                o.insert("timing".into(), serde_json::to_value(t).expect("timing serialises"));
+            }
+            println!("{}", serde_json::to_string_pretty(&v).expect("report serialises"));
         }
         if report.passed {
             Ok(())
