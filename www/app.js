@@ -4,6 +4,8 @@
 // Page state for tests and embedding pages: document.body.dataset.state is one of
 // starting | ready | loading | loaded | generating | done | cancelled | error (message in
 // dataset.error). window.sdxlDevice (ready's info), window.sdxlLoaded (the "loaded" message),
+// window.sdxlGpuCheck ("Check this GPU"'s result and plain text; dataset.gpuCheck running |
+// passed | failed | error),
 // window.sdxlLoadSource, window.sdxlResult (the last PNG as a data: URL, set before "done").
 import { check, TO_PAGE, TO_WORKER } from "./protocol.js";
 import { BUCKETS, DEFAULTS, isBucket, parseParams, randomSeed, toQuery, validateSettings } from "./params.js";
@@ -12,6 +14,7 @@ import { describeRun, imagesMessage, validateImageSettings } from "./images.js";
 import { imageInputs, imageSettings, setImageSettings, setupImageInput, useImage } from "./imageinput.js";
 import { createAdapters } from "./adapters.js";
 import { $, el } from "./dom.js";
+import { copyReport, showError as showCheckError, showProgress as showCheckProgress, showReport as showCheckReport } from "./gpucheck.js";
 
 const STATES = ["starting", "ready", "loading", "loaded", "generating", "done", "cancelled", "error"];
 
@@ -19,7 +22,7 @@ const url = parseParams(location.search, location.href);
 const ui = {
   ready: false, // device acquired
   loaded: false, // a model is in the engine
-  busy: null, // null | "load" | "generate"
+  busy: null, // null | "load" | "generate" | "adapter" | "check" (the GPU check; no cancel)
   deviceLost: false,
   gpuMissing: !("gpu" in navigator),
   autorun: url.autorun && url.errors.length === 0 && "gpu" in navigator,
@@ -78,7 +81,9 @@ function updateControls() {
   $("load").disabled = !idle;
   $("model-file").disabled = !idle;
   $("generate").disabled = !(idle && ui.loaded);
-  $("cancel").disabled = !ui.busy;
+  $("cancel").disabled = !ui.busy || ui.busy === "check";
+  // The check times the whole device: never alongside a load or a generation (those disable it).
+  $("gpu-check").disabled = !idle;
   for (const b of $("cache-list").querySelectorAll("button")) {
     b.disabled = b.dataset.act === "load" ? !idle : Boolean(ui.busy);
   }
@@ -244,6 +249,17 @@ const HANDLERS = {
     window.sdxlSelfTest = msg.values;
   },
 
+  gpuCheckProgress(msg) {
+    showCheckProgress(msg.phase);
+  },
+
+  gpuCheckResult(msg) {
+    if (ui.busy === "check") ui.busy = null;
+    const text = showCheckReport(msg, { info: window.sdxlDevice, userAgent: navigator.userAgent });
+    window.sdxlGpuCheck = { ...msg, text };
+    updateControls();
+  },
+
   loadProgress(msg) {
     showLoadProgress(msg);
   },
@@ -324,6 +340,15 @@ const HANDLERS = {
   ...adapters.handlers,
 
   error(msg) {
+    if (msg.during === "check") {
+      if (ui.busy === "check") ui.busy = null;
+      showCheckError(msg.message);
+      // A failed check leaves the model and the page usable; only a lost device goes further.
+      if (!msg.deviceLost) {
+        updateControls();
+        return;
+      }
+    }
     if (msg.during === "adapter" || ui.busy === "adapter" || msg.deviceLost) adapters.workerError();
     if (msg.deviceLost) {
       ui.deviceLost = true;
@@ -406,6 +431,15 @@ function generate() {
 }
 
 /** After a generation that drew nothing: back to the last result (or the empty stage). */
+/** "Check this GPU": runs in the worker between jobs (the button is disabled during them). */
+function startCheck() {
+  if ($("gpu-check").disabled) return;
+  ui.busy = "check";
+  showCheckProgress("selfcheck");
+  updateControls();
+  post({ type: "gpuCheck" });
+}
+
 function restoreStage() {
   if (!ui.gen || ui.gen.firstStep) return;
   if ($("stage-img").getAttribute("src")) {
@@ -632,6 +666,8 @@ function wire() {
     post({ type: "cancel" });
     $("status").textContent = "cancelling…";
   });
+  $("gpu-check").addEventListener("click", startCheck);
+  $("gpu-check-copy").addEventListener("click", copyReport);
   $("reload").addEventListener("click", () => location.reload());
   $("banner-close").addEventListener("click", hideBanner);
 }

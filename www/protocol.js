@@ -24,6 +24,9 @@
 //                                                  prompts use; source as for "load"; needs a loaded model
 //                                                  -> "adapterProgress"* then "adapterLoaded" | "adapterFailed"
 //   {type: "unloadAdapter", kind, name}            -> "adapterUnloaded"
+//   {type: "gpuCheck"}                             "Check this GPU": engine.selfCheck() then engine.timing(),
+//                                                  no model needed; refused (busy) while another job runs
+//                                                  -> "gpuCheckProgress"* then "gpuCheckResult" | "error" (during "check")
 //   {type: "cancel"}                               stop the running download, adapter load or generation
 //   {type: "listCache"}                            -> "cache"
 //   {type: "deleteCache", key: string, store?}     store "model" (default) | "lora" | "embedding" -> "cache"
@@ -39,6 +42,10 @@
 //   {type: "step", id, step, total, preview: {width, height, rgba: Uint8ClampedArray}}
 //   {type: "result", id, png: Uint8Array, parameters: string, seed, width, height, ms, report}
 //       report = `sdxl generate --json`'s object: peak_gpu_bytes, stages, plan, ...
+//   {type: "gpuCheckProgress", phase}              phase "selfcheck" | "timing" (starting)
+//   {type: "gpuCheckResult", selfcheck, timing, timingError}
+//       selfcheck = SelfCheckReport (pkg/sdxl_web.d.ts); timing = TimingReport, or null with
+//       timingError (string) when the timing pass failed after the self-check ran
 //   {type: "cancelled", id}                        id null when a load was cancelled
 //   {type: "adapterProgress", kind, name, loaded, total, rate, eta, phase}   as loadProgress
 //   {type: "adapterLoaded", kind, name, hash, source}   hash = A1111's short hash; source as "loaded"
@@ -48,7 +55,7 @@
 //   {type: "cache", entries: [{key, url, name, size, stored, complete}], adapters?: {lora: [...], embedding: [...]}}
 //       entries: cached models; adapters: cached LoRAs and embeddings (same entry shape). A file
 //       that failed validation is never listed (it is deleted).
-//   {type: "error", message: string, during: "init"|"load"|"generate"|"adapter"|"cache"|"protocol",
+//   {type: "error", message: string, during: "init"|"load"|"generate"|"adapter"|"check"|"cache"|"protocol",
 //    deviceLost: boolean}
 
 export const TO_WORKER = {
@@ -58,6 +65,7 @@ export const TO_WORKER = {
   generate: ["id", "settings"],
   loadAdapter: ["kind", "name", "source"],
   unloadAdapter: ["kind", "name"],
+  gpuCheck: [],
   cancel: [],
   listCache: [],
   deleteCache: ["key"],
@@ -70,6 +78,8 @@ export const TO_PAGE = {
   loaded: ["name", "source", "inspection", "wasmMemory"],
   step: ["id", "step", "total", "preview"],
   result: ["id", "png", "parameters", "seed", "width", "height", "ms", "report"],
+  gpuCheckProgress: ["phase"],
+  gpuCheckResult: ["selfcheck", "timing", "timingError"],
   cancelled: ["id"],
   adapterProgress: ["kind", "name", "loaded", "total", "rate", "eta", "phase"],
   adapterLoaded: ["kind", "name", "hash", "source"],
@@ -83,6 +93,9 @@ export const TO_PAGE = {
 export const ADAPTER_KINDS = ["lora", "embedding"];
 const WITH_KIND = new Set(["loadAdapter", "unloadAdapter", "adapterProgress", "adapterLoaded", "adapterFailed", "adapterUnloaded"]);
 
+/** The phases of "gpuCheckProgress", in order. */
+export const CHECK_PHASES = ["selfcheck", "timing"];
+
 /** Throws unless `msg` is one of `table`'s types and carries its fields. */
 export function check(table, msg) {
   if (!msg || typeof msg !== "object" || !Object.hasOwn(table, msg.type)) {
@@ -93,6 +106,22 @@ export function check(table, msg) {
   }
   if (WITH_KIND.has(msg.type) && !ADAPTER_KINDS.includes(msg.kind)) {
     throw new Error(`message "${msg.type}": kind ${JSON.stringify(msg.kind)} is not one of ${ADAPTER_KINDS.join(", ")}`);
+  }
+  if (msg.type === "gpuCheckProgress" && !CHECK_PHASES.includes(msg.phase)) {
+    throw new Error(`message "gpuCheckProgress": phase ${JSON.stringify(msg.phase)} is not one of ${CHECK_PHASES.join(", ")}`);
+  }
+  if (msg.type === "gpuCheckResult") {
+    const sc = msg.selfcheck;
+    if (!sc || typeof sc !== "object" || !Array.isArray(sc.checks) || typeof sc.passed !== "boolean") {
+      throw new Error(`message "gpuCheckResult": selfcheck is not a self-check report`);
+    }
+    const t = msg.timing;
+    if (t !== null && (typeof t !== "object" || !Array.isArray(t.families) || typeof t.step_seconds !== "number")) {
+      throw new Error(`message "gpuCheckResult": timing is neither null nor a timing report`);
+    }
+    if (t === null && typeof msg.timingError !== "string") {
+      throw new Error(`message "gpuCheckResult": without timing, timingError must say why`);
+    }
   }
   return msg;
 }

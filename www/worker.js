@@ -147,6 +147,28 @@ async function generate(id, settings, images) {
   }
 }
 
+/** "Check this GPU": the self-check, then the timing (a timing failure still returns the checks). */
+async function gpuCheck() {
+  if (!engine) throw new Error("the GPU is not acquired yet (or WebGPU failed to start)");
+  job = { kind: "check", id: null, abort: null, cancelled: false };
+  try {
+    post({ type: "gpuCheckProgress", phase: "selfcheck" });
+    const selfcheck = JSON.parse(await engine.selfCheck());
+    post({ type: "gpuCheckProgress", phase: "timing" });
+    let timing = null;
+    let timingError = null;
+    try {
+      timing = JSON.parse(await engine.timing());
+    } catch (e) {
+      if (engine.deviceLost()) throw e;
+      timingError = String((e && e.message) || e);
+    }
+    post({ type: "gpuCheckResult", selfcheck, timing, timingError });
+  } finally {
+    job = null;
+  }
+}
+
 self.onmessage = async (ev) => {
   let msg;
   try {
@@ -162,7 +184,7 @@ self.onmessage = async (ev) => {
     return;
   }
   const during =
-    { init: "init", selfTest: "init", load: "load", generate: "generate", loadAdapter: "adapter", unloadAdapter: "adapter" }[msg.type] ||
+    { init: "init", selfTest: "init", load: "load", generate: "generate", loadAdapter: "adapter", unloadAdapter: "adapter", gpuCheck: "check" }[msg.type] ||
     "cache";
   try {
     await ready;
@@ -177,6 +199,8 @@ self.onmessage = async (ev) => {
       post({ type: "selfTest", values: Array.from(await engine.selfTest(new Float32Array(msg.values))) });
     } else if (job) {
       throw new Error(`busy: a ${job.kind} is running (cancel it first)`);
+    } else if (msg.type === "gpuCheck") {
+      await gpuCheck();
     } else if (msg.type === "load") {
       await load(msg.source);
     } else if (msg.type === "generate") {
