@@ -751,3 +751,85 @@ fn browser_inpaints_what_the_cli_inpaints() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// "Check this GPU" in the device panel, with no model loaded: the self-check then the timing
+/// run in the worker; every check passes on SwiftShader's f32 path, the timing summary shows a
+/// positive estimate for a 1024² step, and the plain-text report (in the DOM for copying) names
+/// the adapter and carries both tables.
+#[test]
+fn browser_gpu_check_reports_every_check_and_an_estimate() {
+    let b = Browser::start(&[]);
+    b.visit("");
+    let (state, err) = b.wait_for(&["ready"]);
+    assert_eq!(state, "ready", "{err}");
+    let t = Instant::now();
+    let clicked =
+        b.exec("const x = document.querySelector('#gpu-check'); if (x.disabled) return false; x.click(); return true");
+    assert_eq!(clicked, json!(true), "the button is enabled once the GPU is ready, without a model");
+    let end = loop {
+        let s = b.exec("return document.body.dataset.gpuCheck || ''");
+        let s = s.as_str().unwrap_or("").to_string();
+        if ["passed", "failed", "error"].contains(&s.as_str()) {
+            break s;
+        }
+        assert!(t.elapsed() < PAGE_TIMEOUT, "GPU check still {s:?} after {:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let secs = t.elapsed().as_secs_f64();
+    b.exec("document.querySelector('#gpu-check-details').open = true; document.querySelector('#gpu-check').scrollIntoView(); return null");
+    b.screenshot("gpu-check.png");
+    let status = b.exec("return document.querySelector('#gpu-check-status').textContent");
+    assert_eq!(end, "passed", "GPU check ended {end}: {status}");
+    let r = b.exec("return window.sdxlGpuCheck");
+    let sc = &r["selfcheck"];
+    let failed: Vec<&Value> = sc["checks"].as_array().unwrap().iter().filter(|c| c["pass"] != json!(true)).collect();
+    assert!(failed.is_empty(), "failed checks: {failed:#?}");
+    assert_eq!(
+        (sc["passed"].clone(), sc["failures"].clone(), sc["compute_path"].clone()),
+        (json!(true), json!(0), json!("f32"))
+    );
+    let n = sc["checks"].as_array().unwrap().len();
+    let rows = b.exec("return document.querySelectorAll('#gpu-check-table tbody tr').length");
+    assert_eq!(rows.as_u64(), Some(n as u64), "one table row per check");
+    assert_eq!(b.exec("return document.querySelectorAll('#gpu-check-table tr.fail').length"), json!(0));
+
+    let timing = &r["timing"];
+    assert!(timing.is_object(), "timing failed: {}", r["timingError"]);
+    let est = timing["step_seconds"].as_f64().unwrap();
+    assert!(est > 0.0 && est.is_finite(), "estimate {est}");
+    assert_eq!((timing["width"].clone(), timing["batch"].clone()), (json!(1024), json!(2)));
+    let shown =
+        b.exec("const e = document.querySelector('#gpu-check-estimate'); return [e.textContent, e.dataset.seconds]");
+    assert!(
+        shown[0].as_str().unwrap().starts_with("estimated ") && shown[0].as_str().unwrap().contains("1024x1024"),
+        "{shown}"
+    );
+    assert!(shown[1].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{shown}");
+    let kernels = b.exec("return document.querySelector('#gpu-check-kernels').textContent");
+    assert!(kernels.as_str().unwrap().contains("attn_self") && kernels.as_str().unwrap().contains(" ms"), "{kernels}");
+
+    let text = b.exec("return document.querySelector('#gpu-check-text').value");
+    let text = text.as_str().unwrap();
+    let adapter = sc["adapter"].as_str().unwrap();
+    assert!(text.contains(&format!("adapter: {adapter}")), "{text}");
+    assert!(text.contains("compute path: f32") && text.contains("user agent: Mozilla/"), "{text}");
+    assert!(text.contains("self-check: PASSED"), "{text}");
+    let first = &sc["checks"][0];
+    assert!(text.contains(first["name"].as_str().unwrap()), "the self-check table is in the text");
+    assert!(
+        text.contains("largest call") && text.contains("attn_self") && text.contains("per UNet step at 1024x1024"),
+        "{text}"
+    );
+    // Copy: the clipboard may be refused headless; either way the page says what happened.
+    b.exec("document.querySelector('#gpu-check-copy').click(); return null");
+    std::thread::sleep(Duration::from_millis(500));
+    let copied = b.exec("return document.querySelector('#gpu-check-copied').textContent");
+    assert!(!copied.as_str().unwrap_or("").is_empty(), "Copy report gives feedback");
+    assert_eq!(b.state().0, "ready", "the check leaves the page's state alone");
+    eprintln!(
+        "GPU check in Chromium ({adapter}): {n} checks passed, self-check {:.1} s, timing {:.1} s ({} clock), estimate {est:.1} s per 1024² step; {secs:.1} s in all; copy: {copied}",
+        sc["total_seconds"].as_f64().unwrap_or(0.0),
+        timing["total_seconds"].as_f64().unwrap_or(0.0),
+        timing["clock"]
+    );
+}
