@@ -233,7 +233,8 @@ fn describe(s: &OpShape) -> String {
     }
 }
 
-/// FLOPs (compute-bound) or bytes (memory-bound) of one call of shape `s`, as the ops count it.
+/// FLOPs (compute-bound) or bytes (memory-bound) of one call of shape `s`, as the ops count it;
+/// only sizes the timed call (rates use the work the op reports while timed).
 fn amount(s: &OpShape) -> f64 {
     let d = &s.dims;
     let (xs, ys) = (s.x.size() as f64, s.y.size() as f64);
@@ -254,27 +255,29 @@ fn amount(s: &OpShape) -> f64 {
 fn shrink(s: &OpShape, cap: Option<f64>) -> OpShape {
     let Some(cap) = cap else { return s.clone() };
     let mut t = s.clone();
-    // Halve the row dimensions (batch first) until under the cap; keep kernels' minimum sizes.
+    // Halve the row dimensions (batch first) until under the cap, keeping at least one output
+    // tile of rows (64 for matmul rows, attention queries and conv pixels) and a conv window of
+    // pixel rows, so the timed call runs the kernel as the full call does (fewer tiles only).
     let rows: &[usize] = match s.family {
         Family::Linear | Family::LayerNorm | Family::Elementwise => &[0],
-        Family::Conv3x3 | Family::ConvOther => &[0, 2],
+        Family::Conv3x3 | Family::ConvOther => &[0, 2, 3],
         Family::AttnSelf | Family::AttnCross => &[0, 2],
         Family::GroupNorm => &[0, 2],
     };
+    let conv = matches!(s.family, Family::Conv3x3 | Family::ConvOther);
     for &i in rows {
-        // Keep at least one output tile of rows (64 for matmul and attention queries) and a conv
-        // window of pixel rows, so the timed call runs the kernel as the full call does.
-        let tile_rows = matches!((s.family, i), (Family::Linear, 0) | (Family::AttnSelf | Family::AttnCross, 2));
-        let conv_rows = matches!(s.family, Family::Conv3x3 | Family::ConvOther) && i == 2;
-        let min = if tile_rows {
-            ROW_TILE.min(s.dims[i])
-        } else if conv_rows {
-            t.dims[5].max(2).min(s.dims[i])
-        } else {
-            1
-        };
-        while amount(&t) > cap && t.dims[i] / 2 >= min {
-            t.dims[i] /= 2;
+        loop {
+            let half = t.dims[i] / 2;
+            let floor_ok = match (s.family, i) {
+                (Family::Linear, 0) | (Family::AttnSelf | Family::AttnCross, 2) => half >= ROW_TILE,
+                // dims[5 - i]: the other spatial side (h for w, w for h).
+                (_, 2 | 3) if conv => half >= t.dims[5].max(2) && half * t.dims[5 - i] >= ROW_TILE,
+                _ => half >= 1,
+            };
+            if amount(&t) <= cap || !floor_ok {
+                break;
+            }
+            t.dims[i] = half;
         }
     }
     t
@@ -389,12 +392,25 @@ async fn measure(gpu: &Gpu, s: &OpShape, budget_s: f64, fixed: f64, overhead: f6
     let counted = time_median(gpu, budget_s, &|| call.record(gpu)).await;
     let own = gpu.end_work_count();
     let (secs, _) = counted?;
-    // The count saw the warm-up and every timed run: the same dispatches each time.
-    let fw: FamilyWork = own.families.get(&s.family).cloned().unwrap_or_default();
+    // The count saw the warm-up and every timed run: the same dispatches each time. A capped
+    // self-attention (fewer queries than keys) counts as cross-attention: take the op's family
+    // by its kind and work, not by name.
+    let fw: FamilyWork = own
+        .families
+        .iter()
+        .filter(|(f, _)| f.memory_bound() == s.family.memory_bound())
+        .max_by(|a, b| a.1.amount(*a.0).total_cmp(&b.1.amount(*b.0)))
+        .map(|(_, w)| w.clone())
+        .unwrap_or_default();
     let per_call = fw.dispatches as f64 / fw.calls.max(1) as f64;
+    // The work as the op itself reported it (the same accounting as the step's count).
+    let work = fw.amount(s.family) / fw.calls.max(1) as f64;
+    if work <= 0.0 {
+        return Err(Error::Gpu(format!("timing {}: the op reported no work", s.family.name())));
+    }
     let total = (secs - fixed).max(secs * MIN_COMPUTE_SHARE);
     let net = (total - per_call * overhead).max(total * MIN_COMPUTE_SHARE);
-    Ok(Measured { rate: amount(s) / net, per_call, total })
+    Ok(Measured { rate: work / net, per_call, total })
 }
 
 /// Time each family of `tally` on `gpu` and estimate the step.
@@ -423,15 +439,15 @@ pub async fn estimate(gpu: &Gpu, tally: &WorkTally, opts: &TimingOptions) -> Res
         let mut m = measure(gpu, &timed, opts.budget_s, fixed, overhead).await?;
         // Without a hard cap, time the full call too when the probe says it is quick.
         if cap.is_none() && timed.dims != full.dims {
-            let predicted = m.per_call * overhead + amount(full) / m.rate;
+            let predicted = m.per_call * overhead + w.largest_work / m.rate;
             if predicted <= opts.full_call_s {
                 timed = full.clone();
                 m = measure(gpu, &timed, opts.budget_s, fixed, overhead).await?;
             }
         }
         let (rate, per_call, total) = (m.rate, m.per_call, m.total);
-        let full_work = amount(full);
-        let ms = if timed.dims == full.dims { total * 1e3 } else { (per_call * overhead + full_work / rate) * 1e3 };
+        let ms =
+            if timed.dims == full.dims { total * 1e3 } else { (per_call * overhead + w.largest_work / rate) * 1e3 };
         let step_s = w.dispatches as f64 * overhead + w.amount(fam) / rate;
         step += step_s;
         families.push(FamilyTiming {
@@ -465,4 +481,34 @@ pub async fn estimate(gpu: &Gpu, tally: &WorkTally, opts: &TimingOptions) -> Res
         step_seconds: step,
         total_seconds: now_seconds() - t0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(family: Family, dims: &[usize]) -> OpShape {
+        OpShape { family, dims: dims.to_vec(), x: DType::F16, y: DType::F16 }
+    }
+
+    #[test]
+    fn shrink_keeps_the_kernel_shape_and_meets_the_cap() {
+        // SDXL's largest linear: 8192 rows × 640 → 5120 (53.7 GFLOP) down to the 64-row tile floor.
+        let l = shape(Family::Linear, &[8192, 640, 5120]);
+        assert_eq!(amount(&l), 2.0 * 8192.0 * 640.0 * 5120.0);
+        assert_eq!(shrink(&l, Some(PROBE_FLOPS)).dims, vec![64, 640, 5120]);
+        assert_eq!(shrink(&l, None).dims, l.dims);
+        // Self-attention: batch, then queries; keys stay at 4096 (the kernel's inner loop length).
+        let a = shape(Family::AttnSelf, &[2, 10, 4096, 4096, 64]);
+        let s = shrink(&a, Some(PROBE_FLOPS));
+        assert_eq!((s.dims[0], s.dims[3], s.dims[4]), (1, 4096, 64));
+        assert!(s.dims[2] >= ROW_TILE);
+        // A 3×3 conv keeps at least 3 pixel rows; a small enough call is left alone.
+        let c = shape(Family::Conv3x3, &[2, 1280, 64, 64, 1280, 3, 1, 1, 1]);
+        let s = shrink(&c, Some(PROBE_FLOPS));
+        assert_eq!(s.dims, vec![1, 1280, 4, 16, 1280, 3, 1, 1, 1], "64 pixels, 3+ rows: 1.9 GFLOP, over the cap");
+        let e = shape(Family::Elementwise, &[1000]);
+        assert_eq!(shrink(&e, Some(PROBE_BYTES)).dims, vec![1000]);
+        assert!(amount(&shrink(&shape(Family::GroupNorm, &[2, 960, 16384, 32, 1]), Some(PROBE_BYTES))) <= PROBE_BYTES);
+    }
 }

@@ -90,8 +90,8 @@ pub struct FamilyWork {
     pub bytes: f64,
     /// The call with the most work: the shape the family is timed at.
     pub largest: Option<OpShape>,
-    #[serde(skip)]
-    largest_amount: f64,
+    /// Its FLOPs or bytes (by the family's kind).
+    pub largest_work: f64,
 }
 
 impl FamilyWork {
@@ -144,8 +144,8 @@ impl Gpu {
         e.flops += w.flops;
         e.bytes += w.bytes;
         let amount = w.amount();
-        if e.largest.is_none() || amount > e.largest_amount {
-            e.largest_amount = amount;
+        if e.largest.is_none() || amount > e.largest_work {
+            e.largest_work = amount;
             e.largest = Some(w.shape);
         }
     }
