@@ -55,8 +55,8 @@ use sdxl_web::timing::{self, TimingOptions};
 /// The estimate against real UNet steps of the tiny fixture model, both on lavapipe, both in GPU
 /// time (timestamp queries). The estimator extrapolates each family from its largest call, so
 /// small calls (the tiny model has many) run at a lower rate than the model assumes, and lavapipe
-/// runs dispatches with CPU threads whose start-up cost varies (observed estimate/measured: 0.53
-/// on the f16 path, 0.70 on f32, idle machine); a factor of 3 either way leaves room for a loaded
+/// runs dispatches with CPU threads whose start-up cost varies (observed estimate/measured over
+/// four runs: 0.53 to 0.79 on both paths); a factor of 3 either way leaves room for a loaded
 /// machine and still catches a unit or counting error (those are 10× or more).
 const ESTIMATE_FACTOR: f64 = 3.0;
 /// Real steps to time after the warm-up.
