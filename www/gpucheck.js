@@ -58,7 +58,8 @@ export function timingTable(t) {
 export function timingSummary(t) {
   const main = ["linear", "conv3x3", "attn_self", "attn_cross", "group_norm", "layer_norm", "elementwise"];
   const parts = t.families.filter((f) => main.includes(f.family)).map((f) => `${f.family} ${fixed(f.ms, f.ms < 10 ? 2 : 1)} ms`);
-  return { kernels: parts.join(" · "), estimate: estimateLine(t) };
+  const note = t.capped ? "slow device: the largest calls were timed smaller and extrapolated" : "";
+  return { kernels: parts.join(" · "), estimate: estimateLine(t), note };
 }
 
 /** The plain-text report for bug reports. `env` = {info (ready's device info), userAgent}. */
@@ -133,7 +134,7 @@ export function showReport(msg, env) {
 
   if (msg.timing) {
     const s = timingSummary(msg.timing);
-    $("gpu-check-kernels").textContent = `ms per call at SDXL shapes: ${s.kernels}`;
+    $("gpu-check-kernels").textContent = `ms per call at SDXL shapes: ${s.kernels}` + (s.note ? ` (${s.note})` : "");
     $("gpu-check-estimate").textContent = s.estimate;
     $("gpu-check-estimate").dataset.seconds = String(msg.timing.step_seconds);
   } else {

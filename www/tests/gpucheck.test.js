@@ -56,6 +56,8 @@ test("summaries and tables carry the real figures", () => {
   assert.equal(estimateLine(timing), "estimated 1.23 s per UNet step at 1024x1024 (batch 2, CFG)");
   const s = timingSummary(timing);
   assert.equal(s.kernels, "linear 2.50 ms · attn_self 12.3 ms");
+  assert.equal(s.note, "");
+  assert.match(timingSummary({ ...timing, capped: true }).note, /extrapolated/);
   const tt = timingTable(timing);
   assert.match(tt, /linear\s+8192x640 -> 5120 f16\s+\(same\)\s+2\.500\s+21000\.00 GFLOP\/s\s+743\s+300\.0/);
   assert.match(tt, /attn_self\s+b2 h10 q4096 k4096 d64 f16\s+b1 h10 q64 k4096 d64 f16/);
