@@ -265,3 +265,25 @@ fn hires_fix_writes_a1111_parameters() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sdxl selfcheck --timing --json`: the self-check's object gains the timing report, with an
+/// entry per kernel family at SDXL's 1024² shapes and a positive estimate for one CFG step.
+#[test]
+fn selfcheck_timing_json() {
+    let out = sdxl(&["selfcheck", "--timing", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["passed"], true);
+    let t = &v["timing"];
+    assert_eq!((t["width"].as_u64(), t["height"].as_u64(), t["batch"].as_u64()), (Some(1024), Some(1024), Some(2)));
+    let fams: Vec<&str> = t["families"].as_array().unwrap().iter().map(|f| f["family"].as_str().unwrap()).collect();
+    for f in ["linear", "conv3x3", "attn_self", "attn_cross", "group_norm", "layer_norm", "elementwise"] {
+        assert!(fams.contains(&f), "{f} missing from {fams:?}");
+    }
+    let est = t["step_seconds"].as_f64().unwrap();
+    assert!(est > 0.0 && est.is_finite(), "{est}");
+    // The table form prints both tables and the estimate.
+    let out = sdxl(&["selfcheck", "--timing"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("checks, 0 failed") && text.contains("per UNet step at 1024x1024"), "{text}");
+}
