@@ -59,6 +59,12 @@ struct AttnP {
 @group(0) @binding(5) var<storage, read_write> sml: array<f32>;
 @group(0) @binding(6) var<uniform> p: AttnP;
 
+// attn64's key loop runs to a constant bound and breaks at the data-dependent end: Tint (Chrome)
+// guards each loop whose trip count it cannot bound with an extra counter, and with that guard
+// llvmpipe compiled attn64 7x slower (44 s vs 6 s cold on Mesa 25 lavapipe via Dawn).
+// (attn_gen compiled no faster this way, so it keeps its plain loops.) 16-key tiles: 2^32 keys.
+const MAX_KEY_TILES: u32 = 268435456u;
+
 // Finite stand-in for -inf: exp2(NEG - m) is 0 and NEG - NEG is 0, never NaN.
 const NEG: f32 = -3.0e38;
 
@@ -147,7 +153,11 @@ fn attn64(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     let kb = p.k0 + b * p.kv_bstride + h * 64u;
     let vb = p.v0 + b * p.kv_bstride + h * 64u;
     let kend = key_end(row_base, 64u);
-    for (var t0 = 0u; t0 < kend; t0 += BK) {
+    for (var tile = 0u; tile < MAX_KEY_TILES; tile++) {
+        let t0 = tile * BK;
+        if (t0 >= kend) {
+            break;
+        }
         workgroupBarrier();
         for (var i = 0u; i < BK * 16u / 64u; i++) {
             let idx = lid + 64u * i;

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
 /// A page must settle within this long; SwiftShader compiles every shader on first use and
 /// runs the tiny model's 64×64 generation on 2 CPU cores.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(420);
@@ -579,33 +581,13 @@ fn library_matches_the_cli_stage_by_stage() {
     eprintln!("streamed-back text encoders in the browser vs the CLI: mean {mean:.4}/255");
     assert!(mean <= MAX_MEAN_DIFF, "browser (streamed text encoders) vs CLI: mean {mean}");
 
-    let (web, cli) =
-        (safetensors::SafeTensors::deserialize(&web).unwrap(), safetensors::SafeTensors::deserialize(&cli).unwrap());
-    let vals = |t: &safetensors::tensor::TensorView| -> Vec<f64> {
-        match t.dtype() {
-            safetensors::Dtype::F32 => {
-                t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-            }
-            _ => t.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        }
+    let tol = common::StageTol {
+        embed_abs: STAGE_EMBED_ABS,
+        unet_rel_std: STAGE_UNET_REL_STD,
+        latent_rel_std: STAGE_LATENT_REL_STD,
     };
-    let mut names = cli.names();
-    names.sort();
-    for name in names {
-        let (w, c) = (vals(&web.tensor(name).unwrap()), vals(&cli.tensor(name).unwrap()));
-        assert_eq!(w.len(), c.len(), "{name}");
-        let err = w.iter().zip(&c).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        let m = c.iter().sum::<f64>() / c.len() as f64;
-        let sd = (c.iter().map(|x| (x - m).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
-        eprintln!("{name}: max |browser - cli| {err:.3e} (std {sd:.3})");
-        let ok = match name {
-            "ids_l" | "ids_g" | "init_latents" | "add_time_ids" => err == 0.0,
-            "context" | "pooled" => err <= STAGE_EMBED_ABS,
-            "unet_out_0" => err <= STAGE_UNET_REL_STD * sd,
-            _ => err <= STAGE_LATENT_REL_STD * sd,
-        };
-        assert!(ok, "{name}: the browser differs from the CLI by {err} (std {sd})");
-    }
+    let failures = common::compare_dumps("browser", &web, &cli, &tol);
+    assert!(failures.is_empty(), "the browser differs from the CLI:\n{}", failures.join("\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -114,3 +114,54 @@ pub fn fixture_vae_config() -> sdxl_web::model::vae::VaeConfig {
         scaling_factor: 0.13025,
     }
 }
+
+/// Tolerances of a stage-by-stage comparison of two `--dump` files (`compare_dumps`).
+pub struct StageTol {
+    /// Text embeddings (`context`, `pooled`), absolute.
+    pub embed_abs: f64,
+    /// The first UNet output, relative to its standard deviation.
+    pub unet_rel_std: f64,
+    /// Every later tensor (latents, decoded image), relative to its standard deviation.
+    pub latent_rel_std: f64,
+}
+
+/// Every tensor of the CLI's `--dump` (`cli`) against another host's dump of the same run:
+/// token ids, initial latents and time ids must be equal, the rest within `tol`. Prints each
+/// tensor's error; returns the failures.
+pub fn compare_dumps(host: &str, other: &[u8], cli: &[u8], tol: &StageTol) -> Vec<String> {
+    let (other, cli) = (SafeTensors::deserialize(other).unwrap(), SafeTensors::deserialize(cli).unwrap());
+    let vals = |t: &safetensors::tensor::TensorView| -> Vec<f64> {
+        match t.dtype() {
+            Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            _ => t.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        }
+    };
+    let mut names = cli.names();
+    names.sort();
+    let mut failures = Vec::new();
+    for name in names {
+        let Ok(o) = other.tensor(name) else {
+            failures.push(format!("{name}: missing from the {host} dump"));
+            continue;
+        };
+        let (w, c) = (vals(&o), vals(&cli.tensor(name).unwrap()));
+        if w.len() != c.len() {
+            failures.push(format!("{name}: {} values from {host}, {} from the CLI", w.len(), c.len()));
+            continue;
+        }
+        let err = w.iter().zip(&c).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let m = c.iter().sum::<f64>() / c.len() as f64;
+        let sd = (c.iter().map(|x| (x - m).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
+        eprintln!("{name}: max |{host} - cli| {err:.3e} (std {sd:.3}, {:.2e} of std)", err / sd.max(1e-30));
+        let ok = match name {
+            "ids_l" | "ids_g" | "init_latents" | "add_time_ids" => err == 0.0,
+            "context" | "pooled" => err <= tol.embed_abs,
+            "unet_out_0" => err <= tol.unet_rel_std * sd,
+            _ => err <= tol.latent_rel_std * sd,
+        };
+        if !ok {
+            failures.push(format!("{name}: {host} differs from the CLI by {err:.3e} (std {sd:.3})"));
+        }
+    }
+    failures
+}
