@@ -226,8 +226,8 @@ mod cli {
             sparse: bool,
         },
         /// Assemble `./x gpu-report`'s report: merge the outputs its steps left in DIR
-        /// (steps.tsv, meta.tsv, NAME.json / NAME.err / NAME.out per step) into one JSON file
-        /// and print a summary. Exit 1 when a step failed.
+        /// (steps.tsv, meta.tsv, NAME.out and NAME.err: each step's stdout and stderr) into one
+        /// JSON file and print a summary. Exit 1 when a step failed.
         GpuReport {
             #[arg(long)]
             dir: std::path::PathBuf,
