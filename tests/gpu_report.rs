@@ -91,7 +91,9 @@ fn gpu_report_keeps_the_other_steps_when_one_fails() {
     let errors = r["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
     let e = errors[0].as_str().unwrap();
-    assert!(e.starts_with("generate: exit code 2") && e.contains("missing.safetensors"), "{e}");
+    // The CLI's error line, not the whole stderr.
+    assert!(e.starts_with("generate: exit code 2: error: ") && e.contains("missing.safetensors"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
     assert_eq!(r["steps"]["generate"]["exit_code"], 2);
     assert!(r["generate"].is_null() && r["seconds_per_step"].is_null());
     assert!(r["selfcheck"]["f32"]["passed"] == true && r["bench"].as_array().is_some_and(|b| !b.is_empty()));

@@ -781,7 +781,7 @@ mod cli {
             serde_json::from_str(&read(dir, &format!("{name}.out"))?).ok()
         }
 
-        /// The last lines of a step's stderr: where its error message is.
+        /// The end of a step's stderr: where its error message is.
         fn stderr_tail(dir: &Path, name: &str) -> String {
             let text = read(dir, &format!("{name}.err")).unwrap_or_default();
             // Progress bars redraw with '\r'; keep what each line finally showed.
@@ -790,7 +790,9 @@ mod cli {
                 .map(|l| l.rsplit('\r').next().unwrap_or("").trim_end())
                 .filter(|l| !l.is_empty() && !l.contains("XDG_RUNTIME_DIR"))
                 .collect();
-            lines[lines.len().saturating_sub(8)..].join("\n")
+            // From the CLI's last `error:` line when there is one, else the last lines.
+            let from = lines.iter().rposition(|l| l.starts_with("error")).unwrap_or(lines.len().saturating_sub(8));
+            lines[from..].join("\n")
         }
 
         fn median(v: &mut [f64]) -> Option<f64> {
