@@ -230,6 +230,15 @@ mod cli {
             #[arg(long)]
             sparse: bool,
         },
+        /// Assemble `./x gpu-report`'s report: merge the outputs its steps left in DIR
+        /// (steps.tsv, meta.tsv, NAME.out and NAME.err: each step's stdout and stderr) into one
+        /// JSON file and print a summary. Exit 1 when a step failed.
+        GpuReport {
+            #[arg(long)]
+            dir: std::path::PathBuf,
+            #[arg(long)]
+            out: std::path::PathBuf,
+        },
         /// Stream a model through the loader and report time and throughput.
         Load {
             #[arg(long)]
@@ -262,6 +271,12 @@ mod cli {
             Command::Dev { command: DevCommand::RandomCheckpoint { out, dtype: _, seed, sparse } } => {
                 random_checkpoint(&out, seed, sparse)
             }
+            Command::Dev { command: DevCommand::GpuReport { dir, out } } => match gpu_report::run(&dir, &out) {
+                Ok(true) => return ExitCode::SUCCESS,
+                // The report is written and its failures printed; no second message.
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            },
             Command::Dev { command: DevCommand::Load { model, vae, sink, chunk_mib } } => {
                 dev_load(opts, &model, vae.as_deref(), &sink, chunk_mib)
             }
@@ -484,7 +499,10 @@ mod cli {
                 .expect("static template"),
         );
         let t1 = std::time::Instant::now();
+        // When each step ended: every step reads the UNet output back, so these are GPU-complete.
+        let mut step_ends = Vec::new();
         let out = pollster::block_on(generate_with(&gpu, &model, &settings, a.dump.is_some(), &mut |p| {
+            step_ends.push(std::time::Instant::now());
             // img2img and the hires fix run another number of steps than --steps.
             bar.set_length(p.total as u64);
             bar.set_position(p.step as u64);
@@ -514,6 +532,7 @@ mod cli {
             if a.json {
                 let mut v = serde_json::to_value(&out.report).expect("Report serialises");
                 v["output"] = output.map_or(serde_json::Value::Null, serde_json::Value::String);
+                v["step_seconds"] = step_seconds(out.report.stages.unet.seconds, &step_ends).into();
                 println!("{}", serde_json::to_string_pretty(&v).expect("JSON value serialises"));
             }
         };
@@ -538,6 +557,18 @@ mod cli {
             println!("wrote {} ({}x{}, seed {})", a.output.display(), out.width, out.height, out.seed);
         }
         Ok(())
+    }
+
+    /// Seconds of each denoising step from the instants steps ended: step k > 1 is the time since
+    /// step k − 1 ended; step 1 is the rest of the UNet stage (its set-up and first-use pipeline
+    /// compilation included), so the list sums to `stages.unet.seconds`.
+    fn step_seconds(unet_seconds: f64, ends: &[std::time::Instant]) -> Vec<f64> {
+        let later: Vec<f64> = ends.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        if ends.is_empty() {
+            return later;
+        }
+        let first = (unet_seconds - later.iter().sum::<f64>()).max(0.0);
+        std::iter::once(first).chain(later).collect()
     }
 
     fn tokenize(prompt: &str, rating: sdxl_web::prompt::Rating, json: bool) -> sdxl_web::Result<()> {
@@ -712,6 +743,364 @@ mod cli {
             read as f64 / s / (1 << 20) as f64
         );
         Ok(())
+    }
+
+    /// `sdxl dev gpu-report`: the assembly half of `./x gpu-report`. The script runs each step as
+    /// its own process (a crash or a hang in one loses nothing else) and leaves its outputs in a
+    /// folder; this merges them into one JSON report, needing neither jq nor python on the
+    /// machine measured.
+    mod gpu_report {
+        use std::path::Path;
+
+        use sdxl_web::{Error, Result};
+        use serde_json::{json, Map, Value};
+
+        /// One line of steps.tsv: `name<TAB>exit code<TAB>wall seconds<TAB>command`.
+        struct Step {
+            name: String,
+            code: i32,
+            seconds: f64,
+            command: String,
+        }
+
+        fn read(dir: &Path, file: &str) -> Option<String> {
+            std::fs::read_to_string(dir.join(file)).ok()
+        }
+
+        /// `key<TAB>value` lines (meta.tsv).
+        fn meta(dir: &Path) -> Map<String, Value> {
+            let text = read(dir, "meta.tsv").unwrap_or_default();
+            text.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect()
+        }
+
+        fn steps(dir: &Path) -> Result<Vec<Step>> {
+            let path = dir.join("steps.tsv");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            let bad = |l: &str| Error::Input(format!("{}: bad line {l:?}", path.display()));
+            let mut out = Vec::new();
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                let mut f = l.splitn(4, '\t');
+                let (Some(name), Some(code), Some(secs)) = (f.next(), f.next(), f.next()) else {
+                    return Err(bad(l));
+                };
+                out.push(Step {
+                    name: name.to_string(),
+                    code: code.trim().parse().map_err(|_| bad(l))?,
+                    seconds: secs.trim().parse().map_err(|_| bad(l))?,
+                    command: f.next().unwrap_or("").to_string(),
+                });
+            }
+            Ok(out)
+        }
+
+        /// A step's stdout as JSON (None when absent or not JSON: the step failed before printing).
+        fn json_out(dir: &Path, name: &str) -> Option<Value> {
+            serde_json::from_str(&read(dir, &format!("{name}.out"))?).ok()
+        }
+
+        /// The end of a step's stderr: where its error message is.
+        fn stderr_tail(dir: &Path, name: &str) -> String {
+            let text = read(dir, &format!("{name}.err")).unwrap_or_default();
+            // Progress bars redraw with '\r'; keep what each line finally showed.
+            let lines: Vec<&str> = text
+                .lines()
+                .map(|l| l.rsplit('\r').next().unwrap_or("").trim_end())
+                .filter(|l| !l.is_empty() && !l.contains("XDG_RUNTIME_DIR"))
+                .collect();
+            // From the CLI's last `error:` line when there is one, else the last lines.
+            let from = lines.iter().rposition(|l| l.starts_with("error")).unwrap_or(lines.len().saturating_sub(8));
+            lines[from..].join("\n")
+        }
+
+        fn median(v: &mut [f64]) -> Option<f64> {
+            v.sort_by(f64::total_cmp);
+            (!v.is_empty()).then(|| v[v.len() / 2])
+        }
+
+        /// The seconds per step and how it was obtained, from `generate --json`'s `step_seconds`.
+        fn per_step(generate: &Value) -> Option<(f64, String)> {
+            let steps: Vec<f64> = generate["step_seconds"].as_array()?.iter().filter_map(Value::as_f64).collect();
+            match steps.len() {
+                0 => None,
+                1 => Some((
+                    steps[0],
+                    "the only step (it includes set-up and first-use pipeline compilation: an upper bound)".into(),
+                )),
+                n => {
+                    let mut later = steps[1..].to_vec();
+                    let m = median(&mut later)?;
+                    Some((
+                        m,
+                        format!(
+                            "median wall time of steps 2..{n} (each: UNet on the CFG batch of 2, sampler, readback); \
+                             step 1 ({:.3} s) is left out: it includes first-use pipeline compilation",
+                            steps[0]
+                        ),
+                    ))
+                }
+            }
+        }
+
+        /// OS and CPU as the merging process sees them (the same machine as the steps).
+        fn system(meta: &Map<String, Value>) -> Value {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let cpu = cpuinfo
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string());
+            let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+                let kb =
+                    m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+                Some(kb * 1024)
+            });
+            json!({
+                "os": std::env::consts::OS,
+                "arch": std::env::consts::ARCH,
+                "uname": meta.get("uname"),
+                "cpu": cpu,
+                "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+                "memory_bytes": mem,
+            })
+        }
+
+        /// sha256 of this executable: names the exact build measured.
+        fn exe_sha256() -> Option<String> {
+            let exe = std::env::current_exe().ok()?;
+            let mut h = sdxl_web::sha256::Sha256::new();
+            let mut f = std::fs::File::open(exe).ok()?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+                if n == 0 {
+                    return Some(h.hex());
+                }
+                h.update(&buf[..n]);
+            }
+        }
+
+        #[derive(serde::Serialize)]
+        struct Report {
+            report: &'static str,
+            created_utc: Value,
+            passed: bool,
+            errors: Vec<String>,
+            summary: Value,
+            seconds_per_step_1024: Option<f64>,
+            seconds_per_step: Option<Value>,
+            adapter: Option<Value>,
+            system: Value,
+            binary: Value,
+            settings: Value,
+            wall_seconds: Map<String, Value>,
+            /// Keyed by compute path.
+            selfcheck: Map<String, Value>,
+            bench: Option<Value>,
+            /// `dev random-checkpoint`'s line (path, bytes, seconds).
+            checkpoint: Option<String>,
+            generate: Option<Value>,
+            steps: Map<String, Value>,
+        }
+
+        /// Writes the report to `out` and prints the summary; Ok(false) when a step failed.
+        pub fn run(dir: &Path, out: &Path) -> Result<bool> {
+            let meta = meta(dir);
+            let steps = steps(dir)?;
+            let mut errors = Vec::new();
+            let mut wall = Map::new();
+            let mut step_info = Map::new();
+            for s in &steps {
+                wall.insert(s.name.clone(), s.seconds.into());
+                let error = (s.code != 0).then(|| {
+                    let why = match s.code {
+                        124 => format!("timed out after {:.0} s", s.seconds),
+                        c => format!("exit code {c}"),
+                    };
+                    let tail = stderr_tail(dir, &s.name);
+                    if tail.is_empty() {
+                        why
+                    } else {
+                        format!("{why}: {tail}")
+                    }
+                });
+                if let Some(e) = &error {
+                    errors.push(format!("{}: {e}", s.name));
+                }
+                step_info.insert(
+                    s.name.clone(),
+                    json!({"command": s.command, "exit_code": s.code, "seconds": s.seconds, "error": error}),
+                );
+            }
+            if let Some(t) = meta.get("total_seconds").and_then(|v| v.as_str()?.parse::<f64>().ok()) {
+                wall.insert("total".into(), t.into());
+            }
+            let ran = |name: &str| steps.iter().any(|s| s.name == name);
+            let adapter = json_out(dir, "info");
+
+            // Keyed by the compute path each run reports (f16 / f32).
+            let mut selfcheck = Map::new();
+            let mut selfcheck_summary = Map::new();
+            for (name, fallback) in [("selfcheck", "default"), ("selfcheck_f32", "f32")] {
+                if !ran(name) {
+                    continue;
+                }
+                let r = json_out(dir, name);
+                let key = r.as_ref().and_then(|r| r["compute_path"].as_str()).unwrap_or(fallback).to_string();
+                if let Some(r) = &r {
+                    let total = r["checks"].as_array().map_or(0, Vec::len);
+                    let failed = r["failures"].as_u64().unwrap_or(0) as usize;
+                    selfcheck_summary.insert(
+                        key.clone(),
+                        json!({"passed": total.saturating_sub(failed), "failed": failed, "total": total,
+                               "seconds": r["total_seconds"]}),
+                    );
+                }
+                selfcheck.insert(key, r.unwrap_or(Value::Null));
+            }
+
+            let bench = json_out(dir, "bench");
+            let peak_gflops = bench.as_ref().and_then(|b| {
+                b.as_array()?.iter().find(|r| r["kernel"] == "peak_fma").and_then(|r| r["gflops"].as_f64())
+            });
+            let checkpoint = read(dir, "checkpoint.out").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+            let mut generate = json_out(dir, "generate");
+            let per_step = generate.as_ref().and_then(per_step);
+            let (w, h) = generate.as_ref().map_or((None, None), |g| (g["width"].as_u64(), g["height"].as_u64()));
+            let spp = per_step.as_ref().map(|(s, _)| *s);
+            let spp_1024 = if (w, h) == (Some(1024), Some(1024)) { spp } else { None };
+
+            // The image (of random weights) was in the work folder, which is gone.
+            if let Some(g) = generate.as_mut().and_then(Value::as_object_mut) {
+                g.remove("output");
+            }
+            // meta.tsv's numbers as JSON numbers.
+            let num = |k: &str| {
+                let v = meta.get(k).cloned().unwrap_or(Value::Null);
+                let n = v.as_str().and_then(|s| {
+                    s.parse::<u64>().ok().map(Value::from).or_else(|| s.parse::<f64>().ok().map(Value::from))
+                });
+                n.unwrap_or(v)
+            };
+            let passed = errors.is_empty();
+            // A struct keeps the top level in this order (serde_json's maps sort their keys).
+            let report = Report {
+                report: "sdxl gpu-report",
+                created_utc: meta.get("created_utc").cloned().unwrap_or(Value::Null),
+                passed,
+                errors,
+                summary: json!({
+                    "selfcheck": selfcheck_summary,
+                    "bench_rows": bench.as_ref().and_then(|b| b.as_array().map(Vec::len)),
+                    "peak_gflops": peak_gflops,
+                    "seconds_per_step": spp,
+                    "peak_gpu_bytes": generate.as_ref().map(|g| g["peak_gpu_bytes"].clone()),
+                }),
+                seconds_per_step_1024: spp_1024,
+                seconds_per_step: spp.map(|s| {
+                    json!({
+                        "seconds": s, "width": w, "height": h,
+                        "how": per_step.as_ref().map(|(_, how)| how.clone()),
+                    })
+                }),
+                adapter,
+                system: system(&meta),
+                binary: json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "path": meta.get("binary"),
+                    "sha256": exe_sha256(),
+                    "source_commit": meta.get("source_commit"),
+                }),
+                settings: json!({
+                    "size": num("size"), "steps": num("steps"), "cfg": num("cfg"),
+                    "model": meta.get("model"), "bench_args": meta.get("bench_args"),
+                }),
+                wall_seconds: wall,
+                selfcheck,
+                bench,
+                checkpoint,
+                generate,
+                steps: step_info,
+            };
+            let text = serde_json::to_string_pretty(&report).expect("report serialises") + "\n";
+            let report = serde_json::to_value(&report).expect("report serialises");
+            std::fs::write(out, text).map_err(|source| Error::Io { path: out.display().to_string(), source })?;
+            print!("{}", summary(&report));
+            Ok(passed)
+        }
+
+        /// The human summary printed after the run.
+        fn summary(r: &Value) -> String {
+            use std::fmt::Write as _;
+            let mut s = String::new();
+            let a = &r["adapter"];
+            if a.is_null() {
+                let _ = writeln!(s, "adapter: unknown (sdxl info failed)");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "adapter: {} ({}, {}; {} {}); shader-f16 {}",
+                    a["name"].as_str().unwrap_or("?"),
+                    a["backend"].as_str().unwrap_or("?"),
+                    a["device_type"].as_str().unwrap_or("?"),
+                    a["driver"].as_str().unwrap_or("?"),
+                    a["driver_info"].as_str().unwrap_or(""),
+                    if a["shader_f16"] == true { "yes" } else { "no" }
+                );
+            }
+            if let Some(m) = r["summary"]["selfcheck"].as_object() {
+                for (path, c) in m {
+                    let _ = writeln!(
+                        s,
+                        "self-check {path}: {}/{} passed in {:.1} s",
+                        c["passed"],
+                        c["total"],
+                        c["seconds"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+            if let Some(n) = r["summary"]["bench_rows"].as_u64() {
+                let peak = r["summary"]["peak_gflops"]
+                    .as_f64()
+                    .map_or(String::new(), |p| format!(", FMA peak {p:.0} GFLOP/s"));
+                let _ = writeln!(s, "bench kernels: {n} rows{peak}");
+            }
+            let g = &r["generate"];
+            if let Some(sp) = r["seconds_per_step"].as_object() {
+                let st = &g["stages"];
+                let _ = writeln!(
+                    s,
+                    "generate {}x{}, CFG on, {} step(s): {:.3} s per step; text {:.1} s, UNet {:.1} s, VAE {:.1} s; peak GPU {:.2} GiB",
+                    g["width"],
+                    g["height"],
+                    g["steps"],
+                    sp["seconds"].as_f64().unwrap_or(0.0),
+                    st["text"]["seconds"].as_f64().unwrap_or(0.0),
+                    st["unet"]["seconds"].as_f64().unwrap_or(0.0),
+                    st["vae"]["seconds"].as_f64().unwrap_or(0.0),
+                    g["peak_gpu_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64
+                );
+            }
+            if let Some(w) = r["wall_seconds"].as_object() {
+                // Longest first, the total last.
+                let mut names: Vec<&String> = r["steps"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+                names.sort_by(|a, b| w[*a].as_f64().unwrap_or(0.0).total_cmp(&w[*b].as_f64().unwrap_or(0.0)).reverse());
+                let parts: Vec<String> = names
+                    .iter()
+                    .map(|k| k.as_str())
+                    .chain(w.contains_key("total").then_some("total"))
+                    .map(|k| format!("{k} {:.1} s", w[k].as_f64().unwrap_or(0.0)))
+                    .collect();
+                let _ = writeln!(s, "wall: {}", parts.join(", "));
+            }
+            for e in r["errors"].as_array().into_iter().flatten() {
+                let _ = writeln!(s, "FAILED {}", e.as_str().unwrap_or(""));
+            }
+            s
+        }
     }
 
     /// A small static file server: enough for the page, the wasm and multi-GB checkpoints
