@@ -122,7 +122,9 @@ function parseArgs(argv) {
 
 async function main(argv) {
   const [cmd, ...rest] = argv;
+  if (!["info", "selfcheck", "generate"].includes(cmd)) throw new Error(`unknown command ${JSON.stringify(cmd)}: info, selfcheck or generate`);
   const flags = parseArgs(rest);
+  if (cmd === "generate") for (const k of ["model", "settings", "out"]) if (!flags[k]) throw new Error(`generate needs --${k}`);
   const engine = await createEngine({ f32: Boolean(flags.f32) });
   const info = JSON.parse(engine.info());
   if (cmd === "info") {
@@ -137,7 +139,6 @@ async function main(argv) {
     }
     if (!report.passed) process.exitCode = 1;
   } else if (cmd === "generate") {
-    for (const k of ["model", "settings", "out"]) if (!flags[k]) throw new Error(`generate needs --${k}`);
     const t0 = performance.now();
     await loadFile(engine, flags.model);
     const t1 = performance.now();
@@ -148,8 +149,6 @@ async function main(argv) {
     const report = { ...JSON.parse(img.report), adapter: info.name, load_seconds: (t1 - t0) / 1e3, generate_seconds: (t2 - t1) / 1e3 };
     if (flags.report) await writeFile(flags.report, JSON.stringify(report));
     console.error(`${info.name} (${info.compute_path} path): loaded in ${report.load_seconds.toFixed(1)} s, generated in ${report.generate_seconds.toFixed(1)} s`);
-  } else {
-    throw new Error(`unknown command ${JSON.stringify(cmd)}: info, selfcheck or generate`);
   }
 }
 
