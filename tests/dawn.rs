@@ -2,7 +2,7 @@
 //! implementation, with Tint, Chrome's WGSL compiler) from the npm `webgpu` package, on Mesa 25
 //! lavapipe, which offers shader-f16 (headless Chromium here has only SwiftShader, without it).
 //! Runs through `./x dawn-node www/node.js` (the Node host the README documents), on both
-//! compute paths: the GPU self-check, and one generation stage by stage against the native CLI.
+//! compute paths: the GPU self-check (with the kernel timing), and one generation stage by stage against the native CLI.
 //!
 //! Needs www/pkg (`./x wasm`) and Dawn + Mesa 25 under target/dawn (`./x setup`); `./x test` does
 //! both first.
@@ -62,7 +62,7 @@ fn path_flag(f32: bool) -> &'static [&'static str] {
 fn dawn_runs_the_self_check_on_both_paths() {
     for f32 in [false, true] {
         let t0 = std::time::Instant::now();
-        let out = node(&[&["selfcheck", "--json"][..], path_flag(f32)].concat());
+        let out = node(&[&["selfcheck", "--json", "--timing"][..], path_flag(f32)].concat());
         let r: Value = serde_json::from_slice(&out.stdout).expect("selfcheck --json prints one JSON object");
         let want = if f32 { "f32" } else { "f16" };
         eprintln!(
@@ -84,6 +84,18 @@ fn dawn_runs_the_self_check_on_both_paths() {
             .map(|c| format!("{} {} {}: {}x tol {}", c["family"], c["name"], c["shape"], c["worst_ratio"], c["error"]))
             .collect();
         assert!(failed.is_empty() && r["passed"] == true, "{want} path on Tint:\n{}", failed.join("\n"));
+        // `engine.timing()` on Tint: every family timed, a positive estimate of the 1024² step.
+        let t = &r["timing"];
+        eprintln!("{want} path: estimated {} s per 1024² step (capped: {})", t["step_seconds"], t["capped"]);
+        assert_eq!(t["compute_path"], want);
+        let families = t["families"].as_array().expect("timing families");
+        assert!(families.len() >= 8, "{} timing families", families.len());
+        assert!(families.iter().all(|f| f["ms"].as_f64().is_some_and(|ms| ms > 0.0)), "a family without a time: {t}");
+        assert!(
+            t["step_seconds"].as_f64().is_some_and(|s| s > 0.0 && s.is_finite()),
+            "step estimate {}",
+            t["step_seconds"]
+        );
     }
 }
 

@@ -10,7 +10,7 @@
 //
 // As a command (what tests/dawn.rs runs; `./x dawn-node` sets up the Mesa 25 lavapipe it uses):
 //   node www/node.js info [--f32]
-//   node www/node.js selfcheck [--f32] [--json]
+//   node www/node.js selfcheck [--f32] [--json] [--timing]
 //   node www/node.js generate --model FILE --settings JSON --out PNG [--f32] [--dump FILE] [--report FILE]
 //
 // `webgpu` resolves as a normal dependency (`npm install webgpu`), or from the package folder in
@@ -113,7 +113,7 @@ function parseArgs(argv) {
     const a = argv[i];
     if (!a.startsWith("--")) throw new Error(`unexpected argument ${JSON.stringify(a)}`);
     const key = a.slice(2);
-    if (key === "f32" || key === "json") flags[key] = true;
+    if (key === "f32" || key === "json" || key === "timing") flags[key] = true;
     else if (i + 1 < argv.length) flags[key] = argv[++i];
     else throw new Error(`${a} needs a value`);
   }
@@ -131,11 +131,18 @@ async function main(argv) {
     console.log(JSON.stringify(info, null, 2));
   } else if (cmd === "selfcheck") {
     const report = JSON.parse(await engine.selfCheck());
+    // Kernel timing at SDXL shapes and the estimated 1024² step (`sdxl selfcheck --timing`).
+    if (flags.timing) report.timing = JSON.parse(await engine.timing());
     if (flags.json) console.log(JSON.stringify(report));
     else {
       for (const c of report.checks)
         console.log(`${c.pass ? "ok  " : "FAIL"} ${c.family.padEnd(12)} ${c.name.padEnd(44)} ${c.worst_ratio.toFixed(3)} x tol${c.error ? " (" + c.error + ")" : ""}`);
       console.log(`${report.adapter} (${report.compute_path} path): ${report.checks.length} checks, ${report.failures} failed, ${report.total_seconds.toFixed(1)} s`);
+      const t = report.timing;
+      if (t) {
+        for (const f of t.families) console.log(`${f.family.padEnd(14)} ${f.shape.padEnd(44)} ${f.ms.toFixed(3)} ms`);
+        console.log(`estimated ${t.step_seconds.toFixed(3)} s per UNet step at ${t.width}x${t.height} (batch ${t.batch}${t.capped ? ", some families extrapolated" : ""})`);
+      }
     }
     if (!report.passed) process.exitCode = 1;
   } else if (cmd === "generate") {
