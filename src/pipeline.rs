@@ -751,7 +751,7 @@ impl Model {
     }
     /// Latent downsampling of the VAE (8 for SDXL).
     pub fn vae_factor(&self) -> usize {
-        1 << (self.vae.ch_mult.len() - 1)
+        self.vae.factor()
     }
 
     /// Bytes of the largest single buffer a generation at this size allocates: the VAE decoder's

@@ -188,6 +188,24 @@ pub fn gelu64(x: f64) -> f64 {
     0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
 }
 
+/// GEGLU over rows of 2f: first half × gelu(second half).
+pub fn geglu_ref(x: &[f64], f: usize) -> Vec<f64> {
+    x.chunks(2 * f).flat_map(|r| (0..f).map(move |i| r[i] * gelu64(r[f + i]))).collect()
+}
+
+/// Nearest 2× upsampling of h×w planes.
+pub fn upsample_ref(x: &[f64], h: usize, w: usize) -> Vec<f64> {
+    let mut y = Vec::with_capacity(x.len() * 4);
+    for p in x.chunks(h * w) {
+        for oy in 0..2 * h {
+            for ox in 0..2 * w {
+                y.push(p[(oy / 2) * w + ox / 2]);
+            }
+        }
+    }
+    y
+}
+
 /// y = x·Wᵀ + b; returns (y, Σ|x·w| + |b|).
 pub fn linear_ref(x: &[f64], w: &[f64], b: Option<&[f64]>, m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut y, mut mag) = (vec![0.0; m * n], vec![0.0; m * n]);
@@ -622,9 +640,7 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
             let (rows, ff) = (7usize, 37usize);
             let x = rand(rows * 2 * ff, 33, 3.0);
             let xs = stored(&x, dt);
-            let want: Vec<f64> = (0..rows * ff)
-                .map(|i| xs[(i / ff) * 2 * ff + i % ff] * gelu64(xs[(i / ff) * 2 * ff + ff + i % ff]))
-                .collect();
+            let want = geglu_ref(&xs, ff);
             let xt = r.up(&[rows, 2 * ff], dt, &x)?;
             r.check(
                 "elementwise",
@@ -640,12 +656,7 @@ pub async fn run(gpu: &Gpu) -> Result<Report> {
             let (c, h, w) = (3usize, 5usize, 7usize);
             let x = rand(c * h * w, 34, 1.0);
             let xs = stored(&x, dt);
-            let want: Vec<f64> = (0..c * 4 * h * w)
-                .map(|i| {
-                    let (ci, yy, xx) = (i / (4 * h * w), i / (2 * w) % (2 * h), i % (2 * w));
-                    xs[(ci * h + yy / 2) * w + xx / 2]
-                })
-                .collect();
+            let want = upsample_ref(&xs, h, w);
             let xt = r.up(&[1, c, h, w], dt, &x)?;
             r.check(
                 "elementwise",

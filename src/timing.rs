@@ -21,11 +21,10 @@ use crate::gpu::{now_seconds, DType, Gpu, Tensor};
 use crate::model::unet::{Cond, UNet, UNetConfig};
 use crate::ops::elementwise::{self as ew, Unary};
 use crate::ops::{attention, conv, linear, norm};
+use crate::tokenizer::CONTEXT_LEN;
 use crate::weights::{Component, ComponentConfig, ModelConfig};
 use crate::{Error, Result};
 
-/// Text context length of one prompt chunk (CLIP's 77 tokens).
-pub const CONTEXT_TOKENS: usize = 77;
 /// Dispatches in the overhead probe's batch (enough to average out one submit's latency).
 const OVERHEAD_PROBE_DISPATCHES: usize = 64;
 /// A timed call's rate uses at least this share of its time (the overhead is an estimate and
@@ -173,8 +172,15 @@ fn act(gpu: &Gpu) -> DType {
     }
 }
 
-/// Count one UNet forward of `cfg` on latents `[batch, in, lh, lw]` on a dry twin of `gpu`.
-pub async fn count_unet(gpu: &Gpu, cfg: &UNetConfig, batch: usize, lh: usize, lw: usize) -> Result<WorkTally> {
+/// Count one UNet forward of `cfg` on latents `[batch, in, lh, lw]` (one prompt chunk of
+/// context) on a dry twin of `gpu`; `vae_factor` gives the image size in the time ids.
+pub async fn count_unet(
+    gpu: &Gpu,
+    cfg: &UNetConfig,
+    batch: usize,
+    (lh, lw): (usize, usize),
+    vae_factor: usize,
+) -> Result<WorkTally> {
     let twin = gpu.dry_twin();
     let weights = ComponentConfig::Unet(cfg.clone())
         .tensors(Component::Unet)
@@ -186,10 +192,11 @@ pub async fn count_unet(gpu: &Gpu, cfg: &UNetConfig, batch: usize, lh: usize, lw
     let unet = UNet::new(cfg.clone(), &weights)?;
     let a = act(&twin);
     let x = Tensor::empty(&twin, &[batch, cfg.in_channels, lh, lw], DType::F32)?;
-    let context = Tensor::empty(&twin, &[batch, CONTEXT_TOKENS, cfg.context_dim], a)?;
+    let context = Tensor::empty(&twin, &[batch, CONTEXT_LEN, cfg.context_dim], a)?;
     let pooled = Tensor::empty(&twin, &[batch, cfg.pooled_dim], a)?;
     let timesteps = vec![999.0; batch];
-    let time_ids = vec![[(lh * 8) as f32, (lw * 8) as f32, 0.0, 0.0, (lh * 8) as f32, (lw * 8) as f32]; batch];
+    let (h, w) = ((lh * vae_factor) as f32, (lw * vae_factor) as f32);
+    let time_ids = vec![[h, w, 0.0, 0.0, h, w]; batch];
     let cond = Cond { timesteps: &timesteps, context: &context, pooled: &pooled, time_ids: &time_ids };
     twin.begin_work_count();
     let r = unet.forward(&twin, &x, &cond);
@@ -201,7 +208,7 @@ pub async fn count_unet(gpu: &Gpu, cfg: &UNetConfig, batch: usize, lh: usize, lw
 
 /// Latent size of a `width`×`height` image for `cfg`'s VAE.
 pub fn latent_size(cfg: &ModelConfig, width: usize, height: usize) -> (usize, usize) {
-    let f = 1usize << cfg.vae.ch_mult.len().saturating_sub(1);
+    let f = cfg.vae.factor();
     (height / f, width / f)
 }
 
@@ -210,7 +217,7 @@ pub async fn run(gpu: &Gpu, opts: &TimingOptions) -> Result<TimingReport> {
     let cfg = ModelConfig::sdxl_base();
     let t0 = now_seconds();
     let (lh, lw) = latent_size(&cfg, opts.width, opts.height);
-    let tally = count_unet(gpu, &cfg.unet, opts.batch, lh, lw).await?;
+    let tally = count_unet(gpu, &cfg.unet, opts.batch, (lh, lw), cfg.vae.factor()).await?;
     let mut r = estimate(gpu, &tally, opts).await?;
     r.total_seconds = now_seconds() - t0;
     Ok(r)

@@ -5,6 +5,7 @@ mod common;
 
 use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::conv;
+use sdxl_web::selfcheck::{self, stored};
 
 use common::gpu;
 /// f16 output: round-to-nearest costs at most half an ulp, 2^-11 of |y|.
@@ -44,41 +45,11 @@ struct Shape {
     pad: usize,
 }
 
-/// Reference y and Σ|x·w| per output, in f64, PyTorch semantics (zero padding).
+/// Reference y and Σ|x·w| per output, in f64, PyTorch semantics (zero padding): the self-check's.
 fn reference(s: &Shape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> (Vec<f64>, Vec<f64>, usize, usize) {
-    let ho = conv::out_size(s.h, s.k, s.stride, s.pad).unwrap();
-    let wo = conv::out_size(s.w, s.k, s.stride, s.pad).unwrap();
-    let mut y = vec![0f64; s.b * s.o * ho * wo];
-    let mut mag = vec![0f64; y.len()];
-    for b in 0..s.b {
-        for o in 0..s.o {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let (mut acc, mut a) =
-                        (bias.map_or(0.0, |bb| bb[o] as f64), bias.map_or(0.0, |bb| (bb[o] as f64).abs()));
-                    for c in 0..s.c {
-                        for ky in 0..s.k {
-                            for kx in 0..s.k {
-                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv = x[((b * s.c + c) * s.h + iy as usize) * s.w + ix as usize] as f64;
-                                let wv = w[((o * s.c + c) * s.k + ky) * s.k + kx] as f64;
-                                acc += xv * wv;
-                                a += (xv * wv).abs();
-                            }
-                        }
-                    }
-                    let i = ((b * s.o + o) * ho + oy) * wo + ox;
-                    y[i] = acc;
-                    mag[i] = a;
-                }
-            }
-        }
-    }
-    (y, mag, ho, wo)
+    let f64s = |v: &[f32]| stored(v, DType::F32);
+    let dims = [s.b, s.c, s.h, s.w];
+    selfcheck::conv_ref(&f64s(x), &f64s(w), bias.map(f64s).as_deref(), dims, s.o, s.k, s.stride, (s.pad, s.pad))
 }
 
 fn compare(what: &str, got: &[f32], want: &[f64], mag: &[f64], arith_rel: f64, out: DType) {

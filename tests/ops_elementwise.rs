@@ -8,7 +8,7 @@ use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::elementwise as ew;
 
 use common::{check_close as check, gpu, rand, upload};
-use sdxl_web::selfcheck::{erf64, gelu64, sigmoid as sigmoid64};
+use sdxl_web::selfcheck::{erf64, geglu_ref, gelu64, sigmoid as sigmoid64, upsample_ref};
 /// F32 outputs of plain arithmetic (add, mul, copy, transposes): a couple of f32 roundings.
 const F32_TOL: f64 = 1e-6;
 /// F32 outputs through exp / erf (SiLU, GELU, quick_gelu): erf is faithfully rounded (~1 ulp)
@@ -173,22 +173,6 @@ fn binary_broadcast_f32_path() {
 }
 
 // ---- GEGLU, upsample, concat, transpose ------------------------------------------------------------
-
-fn geglu_ref(x: &[f64], f: usize) -> Vec<f64> {
-    x.chunks(2 * f).flat_map(|r| (0..f).map(move |i| r[i] * gelu64(r[f + i]))).collect()
-}
-
-fn upsample_ref(x: &[f64], h: usize, w: usize) -> Vec<f64> {
-    let mut y = Vec::with_capacity(x.len() * 4);
-    for p in x.chunks(h * w) {
-        for oy in 0..2 * h {
-            for ox in 0..2 * w {
-                y.push(p[(oy / 2) * w + ox / 2]);
-            }
-        }
-    }
-    y
-}
 
 /// torch's nearest_idx for a given output size: min(floor(dst · (in / out) as f32), in − 1).
 fn upsample_to_ref(x: &[f64], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {

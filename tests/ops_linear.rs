@@ -5,6 +5,7 @@ mod common;
 
 use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::ops::linear;
+use sdxl_web::selfcheck::{self, stored};
 
 use common::gpu;
 /// f16 output: round-to-nearest costs at most half an ulp, 2^-11 of |y|.
@@ -31,23 +32,10 @@ fn data(n: usize, seed: u64, scale: f32, dtype: DType) -> Vec<f32> {
         .collect()
 }
 
-/// Reference y and Σ|x·w| per output, in f64.
+/// Reference y and Σ|x·w| per output, in f64 (the self-check's reference).
 fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut y = vec![0f64; m * n];
-    let mut mag = vec![0f64; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let (mut s, mut a) = (b.map_or(0.0, |b| b[j] as f64), b.map_or(0.0, |b| (b[j] as f64).abs()));
-            for l in 0..k {
-                let p = x[i * k + l] as f64 * w[j * k + l] as f64;
-                s += p;
-                a += p.abs();
-            }
-            y[i * n + j] = s;
-            mag[i * n + j] = a;
-        }
-    }
-    (y, mag)
+    let f64s = |v: &[f32]| stored(v, DType::F32);
+    selfcheck::linear_ref(&f64s(x), &f64s(w), b.map(f64s).as_deref(), m, n, k)
 }
 
 fn compare(what: &str, got: &[f32], want: &[f64], mag: &[f64], arith_rel: f64, out: DType) {

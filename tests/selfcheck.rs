@@ -51,6 +51,7 @@ use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::model::unet::{Cond, UNet};
 use sdxl_web::pipeline::Model;
 use sdxl_web::timing::{self, TimingOptions};
+use sdxl_web::tokenizer::CONTEXT_LEN;
 
 /// The estimate against real UNet steps of the tiny fixture model, both on lavapipe, both in GPU
 /// time (timestamp queries). The estimator extrapolates each family from its largest call, so
@@ -91,7 +92,8 @@ fn estimate_vs_tiny_unet(force_f32: bool) {
     let (w, h, batch) = (128, 128, 2);
     let (lh, lw) = (h / m.vae_factor(), w / m.vae_factor());
     let t0 = std::time::Instant::now();
-    let tally = pollster::block_on(timing::count_unet(&gpu, &m.unet, batch, lh, lw)).expect("dry count");
+    let tally =
+        pollster::block_on(timing::count_unet(&gpu, &m.unet, batch, (lh, lw), m.vae_factor())).expect("dry count");
     let opts = TimingOptions { width: w, height: h, batch, ..TimingOptions::sdxl_1024() };
     let est = pollster::block_on(timing::estimate(&gpu, &tally, &opts)).expect("timing");
     let pass_s = t0.elapsed().as_secs_f64();
@@ -117,9 +119,9 @@ fn estimate_vs_tiny_unet(force_f32: bool) {
     .unwrap();
     let context = Tensor::from_f32(
         &gpu,
-        &[batch, timing::CONTEXT_TOKENS, cfg.context_dim],
+        &[batch, CONTEXT_LEN, cfg.context_dim],
         DType::F32,
-        &selfcheck::rand(batch * timing::CONTEXT_TOKENS * cfg.context_dim, 2, 1.0),
+        &selfcheck::rand(batch * CONTEXT_LEN * cfg.context_dim, 2, 1.0),
     )
     .unwrap();
     let pooled =
@@ -167,7 +169,7 @@ fn sdxl_1024_count_and_capped_timing() {
         let cfg = sdxl_web::weights::ModelConfig::sdxl_base();
         let (lh, lw) = timing::latent_size(&cfg, 1024, 1024);
         assert_eq!((lh, lw), (128, 128));
-        let tally = pollster::block_on(timing::count_unet(&gpu, &cfg.unet, 2, lh, lw)).unwrap();
+        let tally = pollster::block_on(timing::count_unet(&gpu, &cfg.unet, 2, (lh, lw), cfg.vae.factor())).unwrap();
         let tflop = tally.flops() * 1e-12;
         assert!((12.0..15.0).contains(&tflop), "{tflop} TFLOP");
         let t0 = std::time::Instant::now();

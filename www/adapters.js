@@ -5,7 +5,7 @@
 //
 // The engine drops every adapter when another model loads, so the list is the truth: after each
 // model load every entry is loaded again (URLs from the OPFS cache, files from the File object).
-import { LORA_WEIGHT, adapterName, loraTagNames, validAdapterName } from "./params.js";
+import { LORA_WEIGHT, absUrl, adapterName, loraTagNames, validAdapterName } from "./params.js";
 import { formatBytes, progressText } from "./format.js";
 import { $, el } from "./dom.js";
 
@@ -195,16 +195,14 @@ export function createAdapters(app) {
   function wire() {
     const addUrl = () => {
       const text = $("adapter-url").value.trim();
-      let abs;
+      let href;
       try {
-        if (!text) throw new Error("empty");
-        abs = new URL(text, location.href);
-        if (!["http:", "https:", "blob:"].includes(abs.protocol)) throw new Error("only http, https and blob URLs");
+        href = absUrl(text, location.href);
       } catch (e) {
         return app.fail(`invalid ${LABEL[$("adapter-kind").value]} URL "${text}": ${e.message}`);
       }
       $("adapter-url").value = "";
-      add($("adapter-kind").value, { url: abs.href });
+      add($("adapter-kind").value, { url: href });
     };
     $("adapter-add").addEventListener("click", addUrl);
     $("adapter-url").addEventListener("keydown", (e) => {

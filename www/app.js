@@ -8,7 +8,7 @@
 // passed | failed | error),
 // window.sdxlLoadSource, window.sdxlResult (the last PNG as a data: URL, set before "done").
 import { check, TO_PAGE, TO_WORKER } from "./protocol.js";
-import { BUCKETS, DEFAULTS, isBucket, parseParams, randomSeed, toQuery, validateSettings } from "./params.js";
+import { BUCKETS, DEFAULTS, absUrl, isBucket, parseParams, randomSeed, toQuery, validateSettings } from "./params.js";
 import { formatBytes, progressText } from "./format.js";
 import { describeRun, imagesMessage, validateImageSettings } from "./images.js";
 import { imageInputs, imageSettings, setImageSettings, setupImageInput, useImage } from "./imageinput.js";
@@ -381,15 +381,13 @@ const HANDLERS = {
 
 function loadUrl(raw) {
   const text = String(raw || "").trim();
-  let abs;
+  let href;
   try {
-    if (!text) throw new Error("empty");
-    abs = new URL(text, location.href);
-    if (!["http:", "https:", "blob:"].includes(abs.protocol)) throw new Error("only http, https and blob URLs");
+    href = absUrl(text, location.href);
   } catch (e) {
     return fail(`invalid model URL "${text}": ${e.message}`);
   }
-  startLoad({ kind: "url", url: abs.href }, abs.href);
+  startLoad({ kind: "url", url: href }, href);
 }
 
 function startLoad(source, label) {

@@ -19,6 +19,7 @@ import { open, writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { pathToFileURL, fileURLToPath } from "node:url";
+import { checkSummary, checkTable, timingTable } from "./gpucheck.js";
 
 const HERE = fileURLToPath(new URL(".", import.meta.url));
 /** Bytes per chunk handed to `Engine.load` (one chunk is in wasm memory at a time). */
@@ -35,7 +36,7 @@ export async function installWebGPU() {
   } catch (e) {
     throw new Error(
       `cannot load the npm package "webgpu" (${from ? "SDXL_WEBGPU=" + from : "not installed"}): ${e.message}; ` +
-        "run `npm install webgpu`, or `./x setup-dawn` and `./x dawn-node ...`",
+        "run `npm install webgpu`, or `./x setup` and `./x dawn-node ...`",
     );
   }
   // The GPU* classes and constants (GPUBufferUsage, …) the browser has as globals.
@@ -135,14 +136,10 @@ async function main(argv) {
     if (flags.timing) report.timing = JSON.parse(await engine.timing());
     if (flags.json) console.log(JSON.stringify(report));
     else {
-      for (const c of report.checks)
-        console.log(`${c.pass ? "ok  " : "FAIL"} ${c.family.padEnd(12)} ${c.name.padEnd(44)} ${c.worst_ratio.toFixed(3)} x tol${c.error ? " (" + c.error + ")" : ""}`);
-      console.log(`${report.adapter} (${report.compute_path} path): ${report.checks.length} checks, ${report.failures} failed, ${report.total_seconds.toFixed(1)} s`);
-      const t = report.timing;
-      if (t) {
-        for (const f of t.families) console.log(`${f.family.padEnd(14)} ${f.shape.padEnd(44)} ${f.ms.toFixed(3)} ms`);
-        console.log(`estimated ${t.step_seconds.toFixed(3)} s per UNet step at ${t.width}x${t.height} (batch ${t.batch}${t.capped ? ", some families extrapolated" : ""})`);
-      }
+      // The page's report tables (and the CLI's columns).
+      console.log(checkTable(report));
+      console.log(`${report.adapter} (${report.compute_path} path): ${checkSummary(report)}`);
+      if (report.timing) console.log(timingTable(report.timing));
     }
     if (!report.passed) process.exitCode = 1;
   } else if (cmd === "generate") {

@@ -165,7 +165,8 @@ function parseLoraParam(raw, base) {
   return { url: absUrl(spec, base), weight };
 }
 
-function absUrl(spec, base) {
+/** `spec` resolved against `base` as an absolute http, https or blob URL; throws saying what is wrong. */
+export function absUrl(spec, base) {
   if (!spec) throw new Error("empty URL");
   let u;
   try {
