@@ -754,6 +754,11 @@ impl Model {
         self.vae.factor()
     }
 
+    /// This model's UNet step, for the kernel timing's estimate (`engine.timing()`).
+    pub fn step_model(&self) -> crate::timing::StepModel {
+        crate::timing::StepModel { name: self.name.clone(), unet: self.unet.clone(), vae_factor: self.vae_factor() }
+    }
+
     /// Bytes of the largest single buffer a generation at this size allocates: the VAE decoder's
     /// F32 activations at the resolution where the channel count is still high (SDXL at 1024²:
     /// the 256-channel upsample conv at full size, 1 GiB).

@@ -1,7 +1,8 @@
 //! Kernel timing at SDXL shapes and an estimate of seconds per UNet step (`sdxl selfcheck
 //! --timing`, `engine.timing()`), needing no model.
 //!
-//! 1. Count: one UNet forward of the model's config (`ModelConfig::sdxl_base()` by default) at
+//! 1. Count: one UNet forward of the loaded model's config ([`StepModel`]; SDXL 1.0 base's when
+//!    no model is loaded) at
 //!    the requested size and batch runs on a dry twin of the device with the work count open
 //!    (`gpu/work.rs`): per kernel family, the FLOPs (or bytes, for memory-bound families), calls,
 //!    dispatches and the largest call's shape. Weights are empty dry tensors: milliseconds.
@@ -97,6 +98,8 @@ pub struct FamilyTiming {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TimingReport {
+    /// The UNet whose step was counted ([`StepModel::name`]; empty from [`estimate`] alone).
+    pub model: String,
     pub adapter: String,
     pub compute_path: String,
     /// "gpu" (timestamp queries) or "wall".
@@ -122,11 +125,12 @@ impl TimingReport {
     /// A plain-text table and the estimate.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "kernel timing on {} ({} path, {} clock{}): UNet step at {}x{}, batch {}\n",
+            "kernel timing on {} ({} path, {} clock{}): UNet step of {} at {}x{}, batch {}\n",
             self.adapter,
             self.compute_path,
             self.clock,
             if self.capped { ", calls capped" } else { "" },
+            self.model,
             self.width,
             self.height,
             self.batch
@@ -206,19 +210,31 @@ pub async fn count_unet(
     Ok(tally)
 }
 
-/// Latent size of a `width`×`height` image for `cfg`'s VAE.
-pub fn latent_size(cfg: &ModelConfig, width: usize, height: usize) -> (usize, usize) {
-    let f = cfg.vae.factor();
-    (height / f, width / f)
+/// The UNet whose step is counted and estimated.
+#[derive(Clone, Debug)]
+pub struct StepModel {
+    /// Shown in the report: the loaded model's name, or what stands in for it.
+    pub name: String,
+    pub unet: UNetConfig,
+    /// Pixels per latent (the VAE's factor): image size → latent size.
+    pub vae_factor: usize,
 }
 
-/// The whole pass for `ModelConfig::sdxl_base()`.
-pub async fn run(gpu: &Gpu, opts: &TimingOptions) -> Result<TimingReport> {
-    let cfg = ModelConfig::sdxl_base();
+impl StepModel {
+    /// SDXL 1.0 base, what the estimate is for when no model is loaded.
+    pub fn sdxl_base() -> Self {
+        let cfg = ModelConfig::sdxl_base();
+        StepModel { name: "SDXL 1.0 base".into(), vae_factor: cfg.vae.factor(), unet: cfg.unet }
+    }
+}
+
+/// The whole pass: count one UNet step of `model` at `opts`' size, then time its kernel families.
+pub async fn run(gpu: &Gpu, opts: &TimingOptions, model: &StepModel) -> Result<TimingReport> {
     let t0 = now_seconds();
-    let (lh, lw) = latent_size(&cfg, opts.width, opts.height);
-    let tally = count_unet(gpu, &cfg.unet, opts.batch, (lh, lw), cfg.vae.factor()).await?;
+    let f = model.vae_factor;
+    let tally = count_unet(gpu, &model.unet, opts.batch, (opts.height / f, opts.width / f), f).await?;
     let mut r = estimate(gpu, &tally, opts).await?;
+    r.model = model.name.clone();
     r.total_seconds = now_seconds() - t0;
     Ok(r)
 }
@@ -474,6 +490,7 @@ pub async fn estimate(gpu: &Gpu, tally: &WorkTally, opts: &TimingOptions) -> Res
     let counted: u64 = tally.families.values().map(|w| w.dispatches).sum();
     step += tally.dispatches.saturating_sub(counted) as f64 * overhead;
     Ok(TimingReport {
+        model: String::new(),
         adapter: gpu.info.name.clone(),
         compute_path: gpu.info.compute_path.clone(),
         clock,

@@ -65,6 +65,8 @@ export interface TimingFamily {
 }
 /** `Engine.timing()`'s report (the Rust `timing::TimingReport`). */
 export interface TimingReport {
+  /** The UNet whose step was counted: the loaded model's name, or "SDXL 1.0 base" with none loaded. */
+  model: string;
   adapter: string;
   compute_path: "f16" | "f32";
   clock: "gpu" | "wall";
@@ -279,12 +281,15 @@ impl Engine {
         serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// Time each kernel family at the shapes of a full-size SDXL UNet step at 1024×1024 with CFG
-    /// (counted from `ModelConfig::sdxl_base()` on a dry twin) and estimate the seconds per step;
-    /// no model needed, seconds on a GPU. Resolves to a `TimingReport` as JSON. Call it while no
-    /// generation runs (it times the whole device). Cached buffers are freed afterwards.
+    /// Time each kernel family at the shapes of one UNet step at 1024×1024 with CFG (counted on a
+    /// dry twin) and estimate the seconds per step: the loaded model's UNet, or SDXL 1.0 base's
+    /// when none is loaded (`TimingReport.model` says which); seconds on a GPU. Resolves to a
+    /// `TimingReport` as JSON. Call it while no generation runs (it times the whole device).
+    /// Cached buffers are freed afterwards.
     pub async fn timing(&self) -> Result<String, JsError> {
-        let r = crate::timing::run(&self.gpu, &crate::timing::TimingOptions::sdxl_1024()).await;
+        use crate::timing::{StepModel, TimingOptions};
+        let model = self.model.borrow().as_ref().map_or_else(StepModel::sdxl_base, |m| m.step_model());
+        let r = crate::timing::run(&self.gpu, &TimingOptions::sdxl_1024(), &model).await;
         self.gpu.trim_pool();
         let report = r.map_err(js_err)?;
         serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))

@@ -50,7 +50,7 @@ fn a_wrong_reference_is_caught() {
 use sdxl_web::gpu::{DType, Gpu, Tensor};
 use sdxl_web::model::unet::{Cond, UNet};
 use sdxl_web::pipeline::Model;
-use sdxl_web::timing::{self, TimingOptions};
+use sdxl_web::timing::{self, StepModel, TimingOptions};
 use sdxl_web::tokenizer::CONTEXT_LEN;
 
 /// The estimate against real UNet steps of the tiny fixture model, both on lavapipe, both in GPU
@@ -92,12 +92,12 @@ fn estimate_vs_tiny_unet(force_f32: bool) {
     let (w, h, batch) = (128, 128, 2);
     let (lh, lw) = (h / m.vae_factor(), w / m.vae_factor());
     let t0 = std::time::Instant::now();
-    let tally =
-        pollster::block_on(timing::count_unet(&gpu, &m.unet, batch, (lh, lw), m.vae_factor())).expect("dry count");
+    // What `engine.timing()` does with this model loaded.
     let opts = TimingOptions { width: w, height: h, batch, ..TimingOptions::sdxl_1024() };
-    let est = pollster::block_on(timing::estimate(&gpu, &tally, &opts)).expect("timing");
+    let est = pollster::block_on(timing::run(&gpu, &opts, &m.step_model())).expect("timing");
     let pass_s = t0.elapsed().as_secs_f64();
     eprintln!("{}", est.table());
+    assert_eq!(est.model, m.name, "the report names the model it estimated");
 
     // The real model on the real device: the same work as the dry count, then timed steps.
     let bytes = std::fs::read(&path).unwrap();
@@ -133,8 +133,8 @@ fn estimate_vs_tiny_unet(force_f32: bool) {
     gpu.begin_work_count();
     unet.forward(&gpu, &x, &cond).unwrap();
     let real = gpu.end_work_count();
-    assert_eq!(real.dispatches, tally.dispatches, "a dry twin counts the dispatches the real step makes");
-    assert_eq!(real.flops(), tally.flops(), "and the same FLOPs");
+    assert_eq!(real.dispatches, est.dispatches, "a dry twin counts the dispatches the real step makes");
+    assert_eq!(real.flops() * 1e-9, est.unet_gflop, "and the same FLOPs");
     let (gpu_s, wall_s) = measure_steps(&gpu, &unet, &x, &cond);
     let ratio = est.step_seconds / gpu_s;
     eprintln!(
@@ -166,14 +166,14 @@ fn timing_estimate_matches_tiny_unet_steps_f32_path() {
 fn sdxl_1024_count_and_capped_timing() {
     for force_f32 in [false, true] {
         let gpu = common::gpu(force_f32);
-        let cfg = sdxl_web::weights::ModelConfig::sdxl_base();
-        let (lh, lw) = timing::latent_size(&cfg, 1024, 1024);
-        assert_eq!((lh, lw), (128, 128));
-        let tally = pollster::block_on(timing::count_unet(&gpu, &cfg.unet, 2, (lh, lw), cfg.vae.factor())).unwrap();
+        let base = StepModel::sdxl_base();
+        assert_eq!(base.vae_factor, 8);
+        let tally = pollster::block_on(timing::count_unet(&gpu, &base.unet, 2, (128, 128), base.vae_factor)).unwrap();
         let tflop = tally.flops() * 1e-12;
         assert!((12.0..15.0).contains(&tflop), "{tflop} TFLOP");
         let t0 = std::time::Instant::now();
-        let r = pollster::block_on(timing::run(&gpu, &TimingOptions::capped())).unwrap();
+        let r = pollster::block_on(timing::run(&gpu, &TimingOptions::capped(), &base)).unwrap();
+        assert_eq!((r.model.as_str(), r.unet_gflop), ("SDXL 1.0 base", tally.flops() * 1e-9));
         eprintln!("{}", r.table());
         eprintln!("{} path: capped timing pass {:.1} s", gpu.info.compute_path, t0.elapsed().as_secs_f64());
         let attn = r.families.iter().find(|f| f.family == "attn_self").expect("self attention timed");

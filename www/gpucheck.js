@@ -28,11 +28,11 @@ export function checkTable(sc) {
   return lines.join("\n");
 }
 
-/** "estimated 12.3 s per UNet step at 1024x1024 (batch 2, CFG)". */
+/** "estimated 12.3 s per UNet step at 1024x1024 (batch 2, CFG) of SDXL 1.0 base". */
 export function estimateLine(t) {
   const s = t.step_seconds;
   const shown = s >= 100 ? s.toFixed(0) : s >= 10 ? s.toFixed(1) : s.toFixed(2);
-  return `estimated ${shown} s per UNet step at ${t.width}x${t.height} (batch ${t.batch}, CFG)`;
+  return `estimated ${shown} s per UNet step at ${t.width}x${t.height} (batch ${t.batch}, CFG)${t.model ? ` of ${t.model}` : ""}`;
 }
 
 /** The timing as a fixed-width table plus the estimate. */

@@ -330,7 +330,7 @@ mod cli {
     }
 
     fn selfcheck(opts: GpuOptions, json: bool, timing: bool) -> sdxl_web::Result<()> {
-        use sdxl_web::timing::TimingOptions;
+        use sdxl_web::timing::{StepModel, TimingOptions};
         let gpu = Gpu::new_blocking(opts)?;
         eprintln!("self-check on {} ({} path)", gpu.info.name, gpu.info.compute_path);
         let report = sdxl_web::selfcheck::run_blocking(&gpu)?;
@@ -339,7 +339,8 @@ mod cli {
         }
         let t = if timing {
             eprintln!("timing kernels at SDXL 1024x1024 shapes");
-            let t = pollster::block_on(sdxl_web::timing::run(&gpu, &TimingOptions::sdxl_1024()))?;
+            let t =
+                pollster::block_on(sdxl_web::timing::run(&gpu, &TimingOptions::sdxl_1024(), &StepModel::sdxl_base()))?;
             if !json {
                 print!("\n{}", t.table());
             }

@@ -22,7 +22,7 @@ const selfcheck = {
 };
 
 const timing = {
-  adapter: "Test GPU", compute_path: "f16", clock: "gpu", width: 1024, height: 1024, batch: 2, capped: false,
+  model: "nekoray-xl-v0.7", adapter: "Test GPU", compute_path: "f16", clock: "gpu", width: 1024, height: 1024, batch: 2, capped: false,
   dispatch_overhead_ms: 0.004, unet_gflop: 13522.5, dispatches: 2120, step_seconds: 1.234, total_seconds: 3.1,
   families: [
     { family: "linear", shape: "8192x640 -> 5120 f16", timed_shape: "8192x640 -> 5120 f16", ms: 2.5, rate: 21000, unit: "GFLOP/s", calls: 743, dispatches: 743, work: 5000, step_ms: 300 },
@@ -53,7 +53,7 @@ test("summaries and tables carry the real figures", () => {
   assert.equal(table.length, 3);
   assert.match(table[1], /^matmul\s+tiled f16 act\s+\[67, 129\] x \[65, 129\]\s+1\.50e-4\s+0\.120\s+1\.200\s+gpu\s+ok$/);
   assert.match(table[2], /^conv .* 40\.000 .*FAIL$/);
-  assert.equal(estimateLine(timing), "estimated 1.23 s per UNet step at 1024x1024 (batch 2, CFG)");
+  assert.equal(estimateLine(timing), "estimated 1.23 s per UNet step at 1024x1024 (batch 2, CFG) of nekoray-xl-v0.7");
   const s = timingSummary(timing);
   assert.equal(s.kernels, "linear 2.50 ms · attn_self 12.3 ms");
   assert.equal(s.note, "");
